@@ -1,0 +1,51 @@
+"""`s2l` command line: each sub-command lives in its own module, which provides `add_arguments(parser)` and
+`run(args) -> int`. Errors a user can fix (bad files, bad flags, bad data) exit 2 with one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command runs, so `s2l` starts fast
+# and commands that need torch (parity.*) do not make s2l_jax depend on it.
+COMMANDS = {
+    "demo": ("parity.demo", "convert the seed's three torch classifiers to JAX and print their differences"),
+}
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported as one line with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2l", description="Torch-exact sequence-to-label models in JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as e:  # e.g. torch not installed: the other commands still work
+            p.set_defaults(_missing=f"needs {e.name} ({e}); install it, e.g. pip install 's2l_jax[torch]'")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"s2l {args.command}: error: {args._missing}", file=sys.stderr)
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (UsageError, ValueError, TypeError, OSError, KeyError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"s2l {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Linear and Embedding with torch's parameter names, layouts and default initialisation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s2l_jax.masks import concrete
+
+
+def _uniform(bound: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class Linear(nn.Module):
+    """torch.nn.Linear: `weight` `(out, in)`, `bias` `(out,)`, both U(-1/sqrt(in), 1/sqrt(in))."""
+
+    features: int
+    use_bias: bool = True
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = _uniform(1.0 / math.sqrt(x.shape[-1]))
+        weight = self.param("weight", init, (self.features, x.shape[-1]), self.param_dtype)
+        y = x @ weight.T
+        if self.use_bias:
+            y = y + self.param("bias", init, (self.features,), self.param_dtype)
+        return y
+
+
+class Embedding(nn.Module):
+    """torch.nn.Embedding: `weight` `(num_embeddings, dim)` ~ N(0, 1), the padding row zero and never trained.
+
+    Ids are checked when concrete (a clear error for any id outside [0, num_embeddings)). Under jit, where
+    values are unknown, an out-of-range id looks up NaN instead of clamping silently, so the logits and the loss
+    turn NaN and training's NaN check stops.
+    """
+
+    num_embeddings: int
+    features: int
+    padding_idx: int | None = None
+    param_dtype: Any = jnp.float32
+
+    def _init(self, key, shape, dtype=jnp.float32):
+        weight = jax.random.normal(key, shape, dtype)
+        if self.padding_idx is not None:
+            weight = weight.at[self.padding_idx].set(0)
+        return weight
+
+    @nn.compact
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        ids = jnp.asarray(ids)
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
+        values = concrete(ids)
+        if values is not None and values.size:
+            bad = np.argwhere((values < 0) | (values >= self.num_embeddings))
+            if bad.size:
+                where = tuple(int(i) for i in bad[0])
+                raise ValueError(
+                    f"token id {int(values[where])} at index {list(where)} is outside the vocabulary "
+                    f"[0, {self.num_embeddings}) ({len(bad)} such ids)"
+                )
+        weight = self.param("weight", self._init, (self.num_embeddings, self.features), self.param_dtype)
+        in_range = ((ids >= 0) & (ids < self.num_embeddings))[..., None]
+        out = jnp.where(in_range, jnp.take(weight, jnp.where(in_range[..., 0], ids, 0), axis=0), jnp.nan)
+        if self.padding_idx is not None:
+            out = jnp.where((ids == self.padding_idx)[..., None], jax.lax.stop_gradient(out), out)
+        return out

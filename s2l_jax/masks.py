@@ -1,0 +1,42 @@
+"""Sequence masks and checks on `lengths` (batch-first data, padding at the end)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def concrete(x) -> np.ndarray | None:
+    """`x` as a NumPy array when its values are known (outside jit), else None (a tracer)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def sequence_mask(lengths: jax.Array, total_length: int) -> jax.Array:
+    """`(batch, time)` bool: True at steps `t < lengths[b]`."""
+    return jnp.arange(total_length)[None, :] < jnp.asarray(lengths)[:, None]
+
+
+def check_lengths(lengths, batch: int, total_length: int) -> jax.Array:
+    """Validate `lengths` (one int per sequence, 1 <= length <= T) and return them as int32.
+
+    Values are checked when they are concrete; under jit only shape and dtype can be.
+    """
+    lengths = jnp.asarray(lengths)
+    if lengths.ndim != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+    values = concrete(lengths)
+    if values is not None and values.size:
+        bad = np.flatnonzero((values < 1) | (values > total_length))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"lengths must lie in [1, {total_length}] (the padded length); "
+                f"lengths[{i}] = {int(values[i])} ({bad.size} bad in all)"
+            )
+    return lengths.astype(jnp.int32)

@@ -1,0 +1,59 @@
+"""Heads that condense time: last hidden state, mean, max and additive attention, masked by lengths.
+
+Without a mask each is exactly the seed's formula; with one they pool over valid steps only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from s2l_jax.layers import Linear
+
+POOLINGS = ("last", "mean", "max", "attention")
+
+
+def last_pool(h_n: jax.Array) -> jax.Array:
+    """torch's `h_n[-1]`: the last layer's final state (the reverse direction's when bidirectional)."""
+    return h_n[-1]
+
+
+def mean_pool(outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean over time of `(batch, time, features)`; over valid steps when `mask` `(batch, time)` is given."""
+    if mask is None:
+        return jnp.mean(outputs, axis=1)
+    m = mask[..., None].astype(outputs.dtype)
+    return jnp.sum(outputs * m, axis=1) / jnp.sum(m, axis=1)
+
+
+def max_pool(outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Max over time (over valid steps when masked)."""
+    if mask is not None:
+        outputs = jnp.where(mask[..., None], outputs, -jnp.inf)
+    return jnp.max(outputs, axis=1)
+
+
+def attention_weights(scores: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Softmax over time of `(batch, time, 1)` scores; masked steps get weight 0. Max-subtracted, so large
+    scores do not overflow."""
+    if mask is not None:
+        scores = jnp.where(mask[..., None], scores, -jnp.inf)
+    return jax.nn.softmax(scores, axis=1)
+
+
+class AttentionPool(nn.Module):
+    """The seed's additive attention: `attn` Linear(D, D), tanh, `v` Linear(D, 1, bias=False), softmax over
+    time, weighted sum of the outputs."""
+
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        d = outputs.shape[-1]
+        scores = Linear(1, use_bias=False, name="v", param_dtype=self.param_dtype)(
+            jnp.tanh(Linear(d, name="attn", param_dtype=self.param_dtype)(outputs))
+        )  # (batch, time, 1)
+        return jnp.sum(outputs * attention_weights(scores, mask), axis=1)  # (batch, features)

@@ -1,0 +1,35 @@
+"""The command line as a user runs it, and s2l_jax importing without torch."""
+
+import subprocess
+import sys
+
+from s2l_jax.cli import main
+
+
+def test_demo_converts_the_seed_models_and_passes(capsys):
+    assert main(["demo", "--batch", "4", "--length", "6"]) == 0
+    out = capsys.readouterr().out
+    for name in ("last", "mean", "attention"):
+        assert name in out
+    assert "PASS" in out
+
+
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def test_s2l_jax_imports_and_runs_without_torch():
+    code = BLOCK_TORCH + (
+        "import jax, jax.numpy as jnp, s2l_jax; "
+        "m = s2l_jax.SequenceClassifier(s2l_jax.PRESETS['attention']); "
+        "v = m.init(jax.random.key(0), jnp.zeros((2, 3), int)); print(m.apply(v, jnp.ones((2, 3), int)).shape)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "(2, 5)" in done.stdout
+
+
+def test_torch_commands_say_what_is_missing_without_torch():
+    code = BLOCK_TORCH + "import sys; from s2l_jax.cli import main; sys.exit(main(['demo']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "needs torch" in done.stderr and "Traceback" not in done.stderr

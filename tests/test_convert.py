@@ -1,0 +1,114 @@
+"""Conversion: lossless round trips, every key and shape checked, unrecognisable models refused."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from parity import TorchSequenceClassifier, from_torch, to_torch, torch_recurrent
+from parity.torch_models import SEED_MODELS
+from s2l_jax import ClassifierConfig
+
+
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 2), ("gru", 0), ("rnn_relu", 0)])
+def test_bare_recurrent_round_trip_is_bit_exact(cell, proj):
+    tm = torch_recurrent(cell, 3, 4, num_layers=2, bidirectional=True, proj_size=proj, bias=cell != "gru")
+    fm, variables = from_torch(tm)
+    assert list(variables["params"]) == list(tm.state_dict())  # same names, same order
+    back = to_torch(variables, torch_recurrent(cell, 3, 4, num_layers=2, bidirectional=True, proj_size=proj,
+                                               bias=cell != "gru"))
+    for k, v in tm.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+    assert fm.num_layers == 2 and fm.bidirectional and fm.bias == (cell != "gru")
+
+
+def test_state_dict_without_module_loads_strictly_into_the_reference_model():
+    config = ClassifierConfig(vocab_size=12, embedding_dim=3, hidden_size=4, num_classes=2,
+                              bidirectional=True, pooling="attention")
+    tm = TorchSequenceClassifier(config)
+    _, variables = from_torch(tm)
+    state = to_torch(variables)
+    fresh = TorchSequenceClassifier(config)
+    fresh.load_state_dict(state, strict=True)
+    for k, v in tm.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k])
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+def test_seed_reference_models_round_trip(pooling):
+    tm = SEED_MODELS[pooling]()
+    _, variables = from_torch(tm, pooling=None if pooling == "attention" else pooling)
+    back = to_torch(variables, SEED_MODELS[pooling]())
+    assert all(torch.equal(a, b) for a, b in zip(tm.state_dict().values(), back.state_dict().values(), strict=True))
+
+
+def _variables():
+    _, variables = from_torch(SEED_MODELS["last"](vocab_size=10, embedding_dim=3, hidden_dim=4, num_classes=2),
+                              pooling="last")
+    return variables
+
+
+def test_missing_key_is_named():
+    variables = _variables()
+    del variables["params"]["encoder"]["bias_hh_l0"]
+    with pytest.raises(ValueError, match=r"missing key 'lstm.bias_hh_l0' \(expected shape \(16,\)\)"):
+        to_torch(variables, SEED_MODELS["last"](vocab_size=10, embedding_dim=3, hidden_dim=4, num_classes=2))
+
+
+def test_unexpected_and_misshaped_keys_are_named_with_both_shapes():
+    variables = _variables()
+    variables["params"]["encoder"]["weight_hr_l0"] = jnp.zeros((2, 4))
+    variables["params"]["fc"]["weight"] = jnp.zeros((3, 4))
+    with pytest.raises(ValueError) as err:
+        to_torch(variables, SEED_MODELS["last"](vocab_size=10, embedding_dim=3, hidden_dim=4, num_classes=2))
+    assert "unexpected key 'lstm.weight_hr_l0' (shape (2, 4))" in str(err.value)
+    assert "key 'fc.weight' has shape (3, 4), expected (2, 4)" in str(err.value)
+
+
+class TwoEncoders(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.LSTM(3, 4, batch_first=True)
+        self.b = nn.GRU(4, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+
+class WithNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.norm = nn.LayerNorm(4)
+        self.fc = nn.Linear(4, 2)
+
+
+@pytest.mark.parametrize("module,message", [
+    (TwoEncoders(), "exactly one nn.LSTM/GRU/RNN"),
+    (WithNorm(), r"norm \(LayerNorm\) holds parameters"),
+    (nn.Linear(3, 2), "exactly one nn.LSTM/GRU/RNN"),
+    (nn.Sequential(nn.Embedding(5, 3), nn.LSTM(3, 4, batch_first=True)), r"found 0"),
+])
+def test_unrecognisable_modules_are_refused(module, message):
+    with pytest.raises(ValueError, match=message):
+        from_torch(module, pooling="last")
+
+
+def test_pooling_must_be_stated_when_weights_cannot_tell():
+    with pytest.raises(ValueError, match="pass pooling='last', 'mean' or 'max'"):
+        from_torch(SEED_MODELS["mean"]())
+    with pytest.raises(ValueError, match="contradicts"):
+        from_torch(SEED_MODELS["attention"](), pooling="mean")
+    with pytest.raises(ValueError, match=r"expected Linear\(128, classes\)"):
+        from_torch(SEED_MODELS["mean"](), pooling="last")
+
+
+def test_float64_weights_need_x64():
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        from_torch(nn.GRU(2, 3).double())
+
+
+def test_converted_values_are_identical_bits():
+    tm = nn.LSTM(3, 5, proj_size=2)
+    _, variables = from_torch(tm)
+    for k, v in tm.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(variables["params"][k]).view(np.int32), v.numpy().view(np.int32))

@@ -1,0 +1,118 @@
+"""The fast scans against the plain reference, padding invariance, dropout, and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s2l_jax import GRU, LSTM, RNN, ScanOptions
+from s2l_jax.recurrent import make_encoder
+from s2l_jax.reference import reference_recurrent
+
+LAYOUTS = [ScanOptions(), ScanOptions(input_projection="hoisted"), ScanOptions(fuse_directions=True),
+           ScanOptions(input_projection="hoisted", fuse_directions=True, unroll=4, tanh_sigmoid=False)]
+
+
+@pytest.mark.parametrize("options", LAYOUTS)
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)])
+def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
+    with jax.enable_x64(True):
+        module = make_encoder(cell, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=proj,
+                              param_dtype=jnp.float64, options=options)
+        x = jax.random.normal(jax.random.key(1), (3, 6, 4), jnp.float64)
+        lengths = np.array([6, 1, 3])
+        variables = module.init(jax.random.key(0), x)
+        out, state = module.apply(variables, x, lengths=lengths)
+        h_n = state[0] if cell == "lstm" else state
+        ref_out, ref_h, ref_c = reference_recurrent(cell, variables["params"], x, num_layers=2,
+                                                    bidirectional=True, lengths=lengths)
+        np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(h_n, ref_h, rtol=0, atol=1e-12)
+        if cell == "lstm":
+            np.testing.assert_allclose(state[1], ref_c, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("module", [LSTM(6, num_layers=2, bidirectional=True, batch_first=True, proj_size=2),
+                                    GRU(6, bidirectional=True, batch_first=True)])
+def test_extra_padding_changes_nothing(module):
+    x = jax.random.normal(jax.random.key(0), (2, 4, 3))
+    lengths = jnp.array([4, 2])
+    variables = module.init(jax.random.key(1), x)
+    out, state = module.apply(variables, x, lengths=lengths)
+    garbage = jax.random.normal(jax.random.key(2), (2, 5, 3)) * 100
+    padded = jnp.concatenate([x, garbage], axis=1)
+    padded = padded.at[1, 2:4].set(garbage[1, :2])  # overwrite the short sequence's padding too
+    out_p, state_p = module.apply(variables, padded, lengths=lengths)
+    np.testing.assert_array_equal(out_p[:, :4], out)
+    np.testing.assert_array_equal(out_p[:, 4:], 0.0)
+    np.testing.assert_array_equal(out[1, 2:], 0.0)
+    for a, b in zip(jax.tree.leaves(state_p), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dropout_acts_between_layers_only_when_not_deterministic():
+    module = LSTM(8, num_layers=2, dropout=0.5, batch_first=True)
+    x = jax.random.normal(jax.random.key(0), (4, 5, 3))
+    variables = module.init(jax.random.key(1), x)
+    eval_a, _ = module.apply(variables, x)
+    eval_b, _ = module.apply(variables, x, deterministic=True)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a, _ = module.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    train_b, _ = module.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(3)})
+    assert not np.allclose(train_a, eval_a) and not np.allclose(train_a, train_b)
+    one_layer = LSTM(8, dropout=0.5, batch_first=True)  # dropout never touches the last layer's output
+    v1 = one_layer.init(jax.random.key(1), x)
+    np.testing.assert_array_equal(one_layer.apply(v1, x, deterministic=False, rngs={"dropout": jax.random.key(2)})[0],
+                                  one_layer.apply(v1, x)[0])
+
+
+def test_unbatched_input_equals_a_batch_of_one():
+    module = GRU(4, num_layers=2, bidirectional=True)
+    x = jax.random.normal(jax.random.key(0), (5, 3))  # (time, features)
+    variables = module.init(jax.random.key(1), x)
+    out, h_n = module.apply(variables, x)
+    out_b, h_b = module.apply(variables, x[:, None])
+    np.testing.assert_array_equal(out, out_b[:, 0])
+    np.testing.assert_array_equal(h_n, h_b[:, 0])
+
+
+def test_jit_compiles_with_weights_as_arguments():
+    module = LSTM(6, bidirectional=True, batch_first=True)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 3))
+    variables = module.init(jax.random.key(1), x)
+    lengths = jnp.array([4, 1])
+    fast = jax.jit(lambda v, x_, n: module.apply(v, x_, lengths=n))(variables, x, lengths)
+    slow = module.apply(variables, x, lengths=lengths)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.fixture
+def lstm_and_vars():
+    module = LSTM(4, num_layers=2, batch_first=True)
+    x = jnp.zeros((2, 3, 5))
+    return module, module.init(jax.random.key(0), x), x
+
+
+@pytest.mark.parametrize("lengths,message", [
+    ([0, 3], r"lengths\[0\] = 0"), ([3, 4], r"lengths\[1\] = 4"), ([3], r"shape \(2,\)"),
+    ([1.0, 2.0], "integers"),
+])
+def test_bad_lengths_are_refused(lstm_and_vars, lengths, message):
+    module, variables, x = lstm_and_vars
+    with pytest.raises((ValueError, TypeError), match=message):
+        module.apply(variables, x, lengths=jnp.asarray(lengths))
+
+
+def test_wrong_rank_and_state_shapes_are_refused(lstm_and_vars):
+    module, variables, x = lstm_and_vars
+    with pytest.raises(ValueError, match=r"rank 3.*got shape \(2, 3, 5, 1\)"):
+        module.apply(variables, x[..., None])
+    with pytest.raises(ValueError, match=r"h_0 has shape \(1, 2, 4\), expected \(2, 2, 4\)"):
+        module.apply(variables, x, initial_state=(jnp.zeros((1, 2, 4)), jnp.zeros((2, 2, 4))))
+    with pytest.raises(ValueError, match="pair"):
+        module.apply(variables, x, initial_state=jnp.zeros((2, 2, 4)))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        RNN(3, nonlinearity="sigmoid").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="proj_size"):
+        LSTM(3, proj_size=3).init(jax.random.key(0), x)
