@@ -1,0 +1,48 @@
+"""Heads against torch: unmasked they are the seed's formulas; masked they ignore padding; no overflow."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from oracle import close
+
+from parity.torch_models import Attention, valid_mask
+from s2l_jax import AttentionPool, max_pool, mean_pool
+
+
+def _attention_pair(d=6, scale=1.0):
+    ta = Attention(d)
+    with torch.no_grad():
+        ta.v.weight.mul_(scale)
+    params = {"attn": {"weight": jnp.asarray(ta.attn.weight.detach().numpy()),
+                       "bias": jnp.asarray(ta.attn.bias.detach().numpy())},
+              "v": {"weight": jnp.asarray(ta.v.weight.detach().numpy())}}
+    return ta, {"params": params}
+
+
+@pytest.mark.parametrize("lengths", [None, [7, 1, 4]])
+def test_attention_matches_torch(lengths):
+    ta, variables = _attention_pair()
+    h = torch.randn(3, 7, 6)
+    mask = None if lengths is None else valid_mask(lengths, 7)
+    got = AttentionPool().apply(variables, jnp.asarray(h.numpy()), None if mask is None else jnp.asarray(mask))
+    close(got, ta(h, mask).detach().numpy(), 1e-6)
+
+
+def test_attention_is_stable_for_huge_scores_on_long_sequences():
+    ta, variables = _attention_pair(scale=1e4)  # scores ~ 1e4: exp overflows without max-subtraction
+    h = torch.randn(2, 4096, 6)
+    mask = valid_mask([4096, 1000], 4096)
+    got = np.asarray(AttentionPool().apply(variables, jnp.asarray(h.numpy()), jnp.asarray(mask)))
+    assert np.isfinite(got).all()
+    close(got, ta(h, mask).detach().numpy(), 1e-5)
+
+
+def test_mean_and_max_pool_over_valid_steps_only():
+    out = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    mask = jnp.asarray(valid_mask([5, 2], 5).numpy())
+    np.testing.assert_allclose(mean_pool(out, mask)[1], out[1, :2].mean(0), atol=1e-6)
+    np.testing.assert_array_equal(max_pool(out, mask)[1], out[1, :2].max(0))
+    np.testing.assert_allclose(mean_pool(out), torch.tensor(np.asarray(out)).mean(1).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(max_pool(out), out.max(1))
