@@ -17,10 +17,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from s2l_jax.lstm_vjp import lstm_direction
 from s2l_jax.masks import check_lengths, sequence_mask
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 NUM_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+PROJECTIONS = ("per_step", "hoisted", "chunked")
 
 Params = dict[str, jax.Array]
 
@@ -29,22 +32,36 @@ Params = dict[str, jax.Array]
 class ScanOptions:
     """How the scan is laid out; every choice computes the same function (tested against the reference).
 
-    input_projection: "per_step" projects x_t inside the scan; "hoisted" projects all steps in one matmul first.
+    input_projection: "per_step" projects x_t inside the scan; "hoisted" projects all steps in one matmul first;
+        "chunked" projects `chunk` steps in one matmul inside an outer scan over chunks.
+    chunk: steps per input-projection matmul when chunked.
     fuse_directions: run both directions of a bidirectional layer in one (vmapped) scan instead of two.
-    unroll: `lax.scan` unroll factor.
+    unroll: `lax.scan` unroll factor (of the per-step scan).
     tanh_sigmoid: compute sigmoid(x) as 0.5 * tanh(0.5 * x) + 0.5 (same value, much faster on XLA CPU).
+    fold_half: with tanh_sigmoid, fold the 0.5 into the sigmoid gates' weight rows at compute time (exact: a power
+        of two), so one tanh covers every gate; stored params stay torch's.
+    custom_vjp: LSTM without proj_size uses the hand-written backward of `s2l_jax.lstm_vjp` (stores gate
+        activations; weight gradients as three large matmuls after the loop). Other cells use autodiff.
+    remat: recompute each step (or chunk) in the backward pass instead of storing its intermediates
+        (`jax.checkpoint`): training memory ~ the carries only, for long sequences. Disables custom_vjp.
     """
 
     input_projection: str = "per_step"
+    chunk: int = 16
     fuse_directions: bool = False
     unroll: int = 1
     tanh_sigmoid: bool = True
+    fold_half: bool = True
+    custom_vjp: bool = False
+    remat: bool = False
 
     def __post_init__(self):
-        if self.input_projection not in ("per_step", "hoisted"):
-            raise ValueError(f"input_projection must be 'per_step' or 'hoisted', got {self.input_projection!r}")
+        if self.input_projection not in PROJECTIONS:
+            raise ValueError(f"input_projection must be one of {PROJECTIONS}, got {self.input_projection!r}")
         if self.unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {self.unroll}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
 
 
 def param_names(layer: int, reverse: bool) -> dict[str, str]:
@@ -68,31 +85,88 @@ def _project_input(p: Params, x: jax.Array) -> jax.Array:
     return y + p["bias_ih"] if "bias_ih" in p else y
 
 
-def cell_step(cell: str, p: Params, carry: tuple, xg: jax.Array, tanh_sigmoid: bool = True) -> tuple:
+def _fold_half(cell: str, p: Params) -> Params:
+    """Scale the sigmoid gates' rows (LSTM i, f, o; GRU r, z) by 0.5: exact, so tanh(folded) = tanh(0.5 * x)."""
+    hidden = p["weight_hh"].shape[0] // NUM_GATES[cell]
+    dtype = p["weight_hh"].dtype
+    half, one = jnp.full((hidden,), 0.5, dtype), jnp.ones((hidden,), dtype)
+    scale = jnp.concatenate([half, half, one, half] if cell == "lstm" else [half, half, one])  # (gates * hidden,)
+    out = dict(p)
+    for k in ("weight_ih", "weight_hh"):
+        out[k] = p[k] * scale[:, None]
+    for k in ("bias_ih", "bias_hh"):
+        if k in p:
+            out[k] = p[k] * scale
+    return out
+
+
+def _folds(cell: str, options: ScanOptions) -> bool:
+    return options.tanh_sigmoid and options.fold_half and cell in ("lstm", "gru")
+
+
+def cell_step(cell: str, p: Params, carry: tuple, xg: jax.Array, tanh_sigmoid: bool = True,
+              folded: bool = False) -> tuple:
     """One step of `cell` given the projected input `xg = W_ih x + b_ih` `(batch, gates * hidden)`.
 
-    carry is `(h,)` for GRU/RNN and `(h, c)` for LSTM; returns the new carry.
+    carry is `(h,)` for GRU/RNN and `(h, c)` for LSTM; returns the new carry. `folded`: `p` and `xg` come from
+    `_fold_half` (sigmoid gates pre-scaled by 0.5), so sigmoid(a) is 0.5 * tanh(folded a) + 0.5.
     """
     h = carry[0]
     hg = h @ p["weight_hh"].T  # (batch, gates * hidden)
     if "bias_hh" in p:
         hg = hg + p["bias_hh"]
     if cell == "lstm":
-        i, f, g, o = jnp.split(xg + hg, 4, axis=-1)
-        c = _sigmoid(f, tanh_sigmoid) * carry[1] + _sigmoid(i, tanh_sigmoid) * jnp.tanh(g)
-        h = _sigmoid(o, tanh_sigmoid) * jnp.tanh(c)
+        if folded:
+            i, f, g, o = jnp.split(jnp.tanh(xg + hg), 4, axis=-1)
+            c = (0.5 * f + 0.5) * carry[1] + (0.5 * i + 0.5) * g
+            h = (0.5 * o + 0.5) * jnp.tanh(c)
+        else:
+            i, f, g, o = jnp.split(xg + hg, 4, axis=-1)
+            c = _sigmoid(f, tanh_sigmoid) * carry[1] + _sigmoid(i, tanh_sigmoid) * jnp.tanh(g)
+            h = _sigmoid(o, tanh_sigmoid) * jnp.tanh(c)
         if "weight_hr" in p:
             h = h @ p["weight_hr"].T  # (batch, proj_size)
         return (h, c)
     if cell == "gru":
         x_r, x_z, x_n = jnp.split(xg, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(hg, 3, axis=-1)
-        r = _sigmoid(x_r + h_r, tanh_sigmoid)
-        z = _sigmoid(x_z + h_z, tanh_sigmoid)
+        if folded:
+            r, z = 0.5 * jnp.tanh(x_r + h_r) + 0.5, 0.5 * jnp.tanh(x_z + h_z) + 0.5
+        else:
+            r = _sigmoid(x_r + h_r, tanh_sigmoid)
+            z = _sigmoid(x_z + h_z, tanh_sigmoid)
         n = jnp.tanh(x_n + r * h_n)
         return ((h - n) * z + n,)  # torch's form of (1 - z) * n + z * h
     pre = xg + hg
     return (jnp.tanh(pre) if cell == "rnn_tanh" else jax.nn.relu(pre),)
+
+
+def _pad_to_chunks(x: jax.Array, mask: jax.Array | None, chunk: int) -> tuple[jax.Array, jax.Array | None]:
+    """Pad time to a multiple of `chunk`; padded steps are masked out (they leave the state untouched)."""
+    total = x.shape[0]
+    pad = (-total) % chunk
+    if not pad:
+        return x, mask
+    x = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
+    if mask is None:
+        return x, (jnp.arange(total + pad) < total)[:, None, None]  # (time, 1, 1)
+    return x, jnp.pad(mask, ((0, pad), (0, 0), (0, 0)))
+
+
+def _uses_custom_vjp(cell: str, p: Params, options: ScanOptions) -> bool:
+    return options.custom_vjp and not options.remat and cell == "lstm" and "weight_hr" not in p
+
+
+def _lstm_custom(p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
+    """`scan_direction` for a plain LSTM through `lstm_vjp.lstm_direction`."""
+    total = x.shape[0]
+    chunk = {"per_step": 1, "hoisted": total, "chunked": min(options.chunk, total)}[options.input_projection]
+    xp, mp = _pad_to_chunks(x, mask, chunk)
+    zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
+    bias = p.get("bias_ih", zero) + p.get("bias_hh", zero)
+    static = (reverse, chunk, options.unroll, options.tanh_sigmoid)
+    ys, carry = lstm_direction(static, p["weight_ih"], p["weight_hh"], bias, xp, mp, *carry0)
+    return ys[:total], carry
 
 
 def scan_direction(
@@ -110,20 +184,44 @@ def scan_direction(
     mask `(time, batch, 1)` bool or None; returns outputs `(time, batch, H_out)` (zero where masked) and the
     final carry (each sequence's state after its last valid step).
     """
-    hoisted = options.input_projection == "hoisted"
-    xs = _project_input(p, x) if hoisted else x  # (time, batch, gates * hidden) when hoisted
+    if _uses_custom_vjp(cell, p, options):
+        return _lstm_custom(p, x, mask, carry0, reverse, options)
+    folded = _folds(cell, options)
+    if folded:
+        p = _fold_half(cell, p)
+    total = x.shape[0]
+    mode = options.input_projection
+    chunk = min(options.chunk, total) if mode == "chunked" else 1
+    if mode == "chunked":
+        x, mask = _pad_to_chunks(x, mask, chunk)
+    xs = _project_input(p, x) if mode == "hoisted" else x  # (time, batch, gates * hidden) when hoisted
 
     def body(carry, inputs):
-        x_t, m_t = inputs
-        xg = x_t if hoisted else _project_input(p, x_t)
-        new = cell_step(cell, p, carry, xg, options.tanh_sigmoid)
+        xg, m_t = inputs
+        new = cell_step(cell, p, carry, xg, options.tanh_sigmoid, folded)
         if m_t is None:
             return new, new[0]
         new = tuple(jnp.where(m_t, n, o) for n, o in zip(new, carry, strict=True))
         return new, jnp.where(m_t, new[0], jnp.zeros_like(new[0]))
 
-    carry, ys = lax.scan(body, carry0, (xs, mask), reverse=reverse, unroll=options.unroll)
-    return ys, carry
+    def per_step(carry, inputs):
+        return body(carry, (_project_input(p, inputs[0]), inputs[1]))
+
+    def chunk_body(carry, inputs):
+        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch | 1, 1) or None
+        return lax.scan(body, carry, (_project_input(p, x_c), m_c), reverse=reverse, unroll=options.unroll)
+
+    if mode != "chunked":
+        step = per_step if mode == "per_step" else body
+        step = jax.checkpoint(step) if options.remat else step
+        carry, ys = lax.scan(step, carry0, (xs, mask), reverse=reverse, unroll=options.unroll)
+        return ys, carry
+    n_chunks = x.shape[0] // chunk
+    xs = x.reshape(n_chunks, chunk, *x.shape[1:])
+    ms = None if mask is None else mask.reshape(n_chunks, chunk, *mask.shape[1:])
+    run = jax.checkpoint(chunk_body) if options.remat else chunk_body
+    carry, ys = lax.scan(run, carry0, (xs, ms), reverse=reverse)
+    return ys.reshape(n_chunks * chunk, *ys.shape[2:])[:total], carry
 
 
 def _bidirectional(cell, pf, pr, x, mask, carry_f, carry_r, options):

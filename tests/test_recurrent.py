@@ -10,7 +10,14 @@ from s2l_jax.recurrent import make_encoder
 from s2l_jax.reference import reference_recurrent
 
 LAYOUTS = [ScanOptions(), ScanOptions(input_projection="hoisted"), ScanOptions(fuse_directions=True),
-           ScanOptions(input_projection="hoisted", fuse_directions=True, unroll=4, tanh_sigmoid=False)]
+           ScanOptions(input_projection="hoisted", fuse_directions=True, unroll=4, tanh_sigmoid=False),
+           ScanOptions(input_projection="per_step", fold_half=False, custom_vjp=False),
+           ScanOptions(input_projection="chunked", chunk=4, unroll=2, custom_vjp=False),
+           ScanOptions(input_projection="chunked", chunk=4, custom_vjp=True, fuse_directions=True),
+           ScanOptions(input_projection="per_step", custom_vjp=True, tanh_sigmoid=False),
+           ScanOptions(input_projection="hoisted", custom_vjp=True),
+           ScanOptions(input_projection="chunked", chunk=4, remat=True),
+           ScanOptions(input_projection="per_step", remat=True, custom_vjp=False)]
 
 
 @pytest.mark.parametrize("options", LAYOUTS)

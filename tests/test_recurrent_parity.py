@@ -52,7 +52,14 @@ def test_float64_agrees_to_1e10(cell):
 @pytest.mark.parametrize(
     "options",
     [ScanOptions(input_projection="hoisted"), ScanOptions(fuse_directions=True, unroll=3),
-     ScanOptions(tanh_sigmoid=False, input_projection="hoisted", fuse_directions=True)],
+     ScanOptions(tanh_sigmoid=False, input_projection="hoisted", fuse_directions=True),
+     ScanOptions(input_projection="per_step", fold_half=False, custom_vjp=False),
+     ScanOptions(input_projection="chunked", chunk=2, custom_vjp=False),
+     ScanOptions(input_projection="chunked", chunk=2, custom_vjp=True, fuse_directions=True),
+     ScanOptions(input_projection="per_step", custom_vjp=True),
+     ScanOptions(input_projection="hoisted", custom_vjp=True, tanh_sigmoid=False),
+     ScanOptions(input_projection="chunked", chunk=2, remat=True),
+     ScanOptions(input_projection="per_step", remat=True, custom_vjp=False)],
 )
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_scan_layouts_match_torch(cell, options):
@@ -62,3 +69,11 @@ def test_scan_layouts_match_torch(cell, options):
 def test_single_step_and_single_sequence_match_torch():
     compare_recurrent("lstm", layers=2, bidirectional=True, batch=1, total=1, lengths=[1], with_state=True)
     compare_recurrent("gru", bidirectional=True, batch=2, total=3, hidden=1, lengths=[1, 3])
+
+
+@pytest.mark.parametrize("options", [ScanOptions(custom_vjp=True, input_projection="chunked", chunk=2),
+                                     ScanOptions(custom_vjp=False, input_projection="chunked", chunk=2)])
+def test_lstm_gradients_float64_agree_to_1e10_in_both_backward_paths(options):
+    with jax.enable_x64(True):
+        compare_recurrent("lstm", layers=2, bidirectional=True, lengths=LENGTHS, with_state=True,
+                          dtype=torch.float64, tol=1e-10, options=options)

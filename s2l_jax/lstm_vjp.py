@@ -1,0 +1,122 @@
+"""One LSTM direction with a hand-written VJP: the forward scan stores gate activations, the backward scan does
+one `(batch, 4H) x (4H, H)` matmul per step, and the weight gradients are three large matmuls after the loop.
+
+Autodiff of `lax.scan` instead accumulates `dW_hh` (and `dW_ih` when the projection is inside the loop) with a
+matmul per step and recomputes the gates. Same function, same gradients (up to float rounding); used by
+`recurrent.scan_direction` when `ScanOptions.custom_vjp` is set (LSTM without `proj_size`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
+
+
+def _gate_scale(hidden: int, dtype) -> jax.Array:
+    """0.5 for the sigmoid gates i, f, o and 1 for g: sigmoid(a) = 0.5 * tanh(0.5 * a) + 0.5 (scaling is exact)."""
+    half, one = jnp.full((hidden,), 0.5, dtype), jnp.ones((hidden,), dtype)
+    return jnp.concatenate([half, half, one, half])
+
+
+def _activations(pre: jax.Array, tanh_sigmoid: bool) -> jax.Array:
+    """Gate pre-activations `(batch, 4H)` -> activations [i, f, g, o]; with tanh_sigmoid `pre` is pre-scaled."""
+    if tanh_sigmoid:
+        t = jnp.tanh(pre)
+        i, f, g, o = jnp.split(t, 4, axis=-1)
+        return jnp.concatenate([0.5 * i + 0.5, 0.5 * f + 0.5, g, 0.5 * o + 0.5], axis=-1)
+    i, f, g, o = jnp.split(pre, 4, axis=-1)
+    return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
+
+
+def _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep: bool):
+    """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, activations, tanh(c))."""
+    reverse, chunk, unroll, tanh_sigmoid = static
+    hidden = w_hh.shape[1]
+    if tanh_sigmoid:
+        scale = _gate_scale(hidden, w_hh.dtype)
+        w_ih, w_hh, bias = w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
+    w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (H, 4H)
+    total, batch = x.shape[0], x.shape[1]
+
+    def step(carry, inputs):
+        h, c = carry
+        xg_t, m_t = inputs
+        act = _activations(xg_t + h @ w_hh_t, tanh_sigmoid)  # (batch, 4H)
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c_new = f * c + i * g
+        tc = jnp.tanh(c_new)
+        h_new = o * tc
+        res = (h, c, act, tc) if keep else ()
+        if m_t is None:
+            return (h_new, c_new), (h_new, res)
+        carry = (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c))
+        return carry, (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
+
+    def chunk_body(carry, inputs):
+        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch, 1)
+        xg = x_c @ w_ih_t + bias  # (chunk, batch, 4H)
+        return lax.scan(step, carry, (xg, m_c), reverse=reverse, unroll=unroll)
+
+    xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
+    ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
+    carry, (ys, res) = lax.scan(chunk_body, (h0, c0), (xs, ms), reverse=reverse)
+    flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
+    return flat(ys), carry, jax.tree.map(flat, res)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def lstm_direction(static, w_ih, w_hh, bias, x, mask, h0, c0):
+    """torch's LSTM recurrence (weights `(4H, input)`, `(4H, H)`, summed bias `(4H,)`) over time-major `x`.
+
+    mask `(time, batch, 1)` bool or None. Returns outputs `(time, batch, H)` (zero where masked) and `(h, c)`.
+    """
+    ys, carry, _ = _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep=False)
+    return ys, carry
+
+
+def _fwd(static, w_ih, w_hh, bias, x, mask, h0, c0):
+    ys, carry, res = _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep=True)
+    return (ys, carry), (w_ih, w_hh, x, mask, res)
+
+
+def _bwd(static, saved, cotangents):
+    reverse, _, unroll, _ = static
+    w_ih, w_hh, x, mask, (h_prev, c_prev, act, tc) = saved
+    dys, (dh_n, dc_n) = cotangents
+
+    def step(carry, inputs):
+        dh, dc = carry
+        dy, m_t, c, a, t = inputs
+        dh_new = dh + dy
+        if m_t is not None:
+            dh_new = jnp.where(m_t, dh_new, jnp.zeros_like(dh_new))
+            dc_in = jnp.where(m_t, dc, jnp.zeros_like(dc))
+        else:
+            dc_in = dc
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        dc_new = dc_in + dh_new * o * (1.0 - t * t)
+        da = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c * f * (1.0 - f),
+                              dc_new * i * (1.0 - g * g), dh_new * t * o * (1.0 - o)], axis=-1)  # (batch, 4H)
+        dh_old = da @ w_hh  # (batch, H)
+        dc_old = dc_new * f
+        if m_t is not None:
+            dh_old = dh_old + jnp.where(m_t, jnp.zeros_like(dh), dh)
+            dc_old = dc_old + jnp.where(m_t, jnp.zeros_like(dc), dc)
+        return (dh_old, dc_old), da
+
+    (dh0, dc0), da = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, act, tc), reverse=not reverse, unroll=unroll)
+    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731  (time * batch, features)
+    da_f = flat(da)
+    dw_ih = da_f.T @ flat(x)  # (4H, input)
+    dw_hh = da_f.T @ flat(h_prev)  # (4H, H)
+    dx = da @ w_ih  # (time, batch, input)
+    mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
+    return dw_ih, dw_hh, jnp.sum(da_f, axis=0), dx, mask_ct, dh0, dc0
+
+
+lstm_direction.defvjp(_fwd, _bwd)
