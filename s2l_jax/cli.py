@@ -11,6 +11,7 @@ import sys
 # and commands that need torch (parity.*) do not make s2l_jax depend on it.
 COMMANDS = {
     "demo": ("parity.demo", "convert the seed's three torch classifiers to JAX and print their differences"),
+    "convert": ("parity.convert_cli", "convert weight files torch <-> JAX (direction from the extensions)"),
 }
 
 

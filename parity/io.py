@@ -1,0 +1,151 @@
+"""Weight files both ways: read `.safetensors` / `.pt` / `.pth` / `.bin` state_dicts (torch files only through
+`torch.load(weights_only=True)`, so a pickle that would run code is refused), write safetensors and `.pt` that
+torch loads with `strict=True`, and convert between a user's torch file and the JAX checkpoint (canonical names +
+config + the user's prefixes in the safetensors metadata, so the round trip restores the user's key names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from parity.convert import _rename, example_inputs
+from parity.infer import Architecture, infer_architecture
+from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.params import check_shapes, expected_shapes, unflatten
+from s2l_jax.weights import CONFIG_KEY, atomic_write, read_safetensors
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+PATHS_KEY = "s2l_torch_paths"  # safetensors metadata: canonical prefix -> the user's module path
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # checkpoints that nest the state_dict
+
+
+def kind_of(path: str | os.PathLike) -> str:
+    """"safetensors" or "torch", from the file name's extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    raise ValueError(f"{path}: unknown weight file extension {suffix!r}; expected .safetensors, .pt, .pth or .bin")
+
+
+def _tensor_to_numpy(name: str, t) -> np.ndarray:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"entry {name!r} is a {type(t).__name__}, not a tensor: not a state_dict")
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes  # ships with jax
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one line of torch's weights_only error that says what was refused."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error", 1)[1].lstrip(": ").strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else "unpickling failed"
+
+
+def read_torch_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A `.pt`/`.pth` state_dict via `torch.load(weights_only=True)`: never runs code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such weight file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _unpickler_reason(str(e))
+        if "global" in reason.lower():
+            raise ValueError(f"{path}: refused: the file holds objects other than tensors and loading it would run "
+                             f"code (torch.load weights_only=True: {reason})") from e
+        raise ValueError(f"{path} is not a readable torch file (truncated or corrupt?): {reason}") from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a readable torch file (truncated or corrupt?): {first}") from e
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict (a mapping of names to tensors)")
+    return {str(k): _tensor_to_numpy(str(k), v) for k, v in obj.items()}
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """`(flat name -> array, metadata)` of any supported weight file (torch files have no metadata)."""
+    if kind_of(path) == "safetensors":
+        return read_safetensors(path)
+    return read_torch_file(path), {}
+
+
+def write_state_dict(path: str | os.PathLike, flat: Mapping, metadata: Mapping[str, str] | None = None) -> None:
+    """Atomically write a flat state_dict: `.safetensors` (with `metadata`) or a torch `.pt`/`.pth`."""
+    arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
+    if kind_of(path) == "safetensors":
+        atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=dict(metadata) if metadata else None))
+    else:
+        tensors = {k: torch.from_numpy(a.copy()) for k, a in arrays.items()}
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def architecture_of(flat: Mapping, metadata: Mapping[str, str], pooling: str | None = None, **hints) -> Architecture:
+    """The file's architecture: from the s2l config in its metadata when present, else inferred from the keys."""
+    if CONFIG_KEY in metadata:
+        config = ClassifierConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+        if pooling is not None and pooling != config.pooling:
+            raise ValueError(f"the file's config says pooling {config.pooling!r}, not {pooling!r}")
+        paths = json.loads(metadata.get(PATHS_KEY, "{}"))
+        return Architecture(config, {k: k for k in paths}, ())  # names in the file are canonical
+    return infer_architecture(flat, pooling, **hints)
+
+
+def load_classifier_file(path: str | os.PathLike, pooling: str | None = None, **hints):
+    """`(SequenceClassifier, variables, Architecture)` from any weight file: a user's torch state_dict (any
+    prefixes) or an s2l checkpoint. Every key and shape is checked; hints: nonlinearity, padding_idx."""
+    flat, metadata = read_state_dict(path)
+    arch = architecture_of(flat, metadata, pooling, **hints)
+    canonical = _rename(flat, arch.paths, to_user=False)
+    model = SequenceClassifier(arch.config)
+    check_shapes(expected_shapes(model, example_inputs(arch.config)), canonical, what=str(path))
+    if any(a.dtype == np.float64 for a in canonical.values()) and not jax.config.jax_enable_x64:
+        raise ValueError(f"{path} holds float64 weights: enable jax_enable_x64 to load them losslessly")
+    return model, {"params": unflatten({k: jnp.asarray(v) for k, v in canonical.items()})}, arch
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | None = None,
+                 names_from: str | os.PathLike | None = None, **hints) -> Architecture:
+    """torch file -> JAX checkpoint (`.safetensors`: canonical names + config + the user's prefixes) or JAX
+    checkpoint -> torch file (`.pt`/`.pth`, or a `.safetensors` given without s2l config): the direction is the
+    destination's extension. Torch output takes the user's original names (kept in the checkpoint, or those of
+    `names_from`, another weight file of the user's model); without them, the reference model's names."""
+    flat, metadata = read_state_dict(src)
+    arch = architecture_of(flat, metadata, pooling, **hints)
+    canonical = _rename(flat, arch.paths, to_user=False)
+    check_shapes(expected_shapes(SequenceClassifier(arch.config), example_inputs(arch.config)), canonical,
+                 what=str(src))
+    user_paths = json.loads(metadata[PATHS_KEY]) if PATHS_KEY in metadata else dict(arch.paths)
+    if names_from is not None:
+        ref_flat, ref_meta = read_state_dict(names_from)
+        user_paths = architecture_of(ref_flat, ref_meta, arch.config.pooling).paths
+    to_jax = kind_of(dst) == "safetensors" and CONFIG_KEY not in metadata
+    if to_jax:
+        write_state_dict(dst, canonical, {CONFIG_KEY: json.dumps(arch.config.to_dict()),
+                                          PATHS_KEY: json.dumps(user_paths)})
+    else:
+        write_state_dict(dst, _rename(canonical, user_paths, to_user=True))
+    return arch
