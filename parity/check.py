@@ -1,0 +1,163 @@
+"""Forward and gradient parity between a torch module and a Flax module holding the same weights:
+`compare` returns a `ParityReport` (weights, every output/state tensor, the gradient of a fixed random projection
+of all outputs w.r.t. every parameter and every floating-point input); `assert_parity` raises naming the first
+tensor out of tolerance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from torch import nn
+
+from parity.convert import RECURRENT_TYPES, _rename, discover
+from parity.report import ParityReport, diff
+from parity.tolerance import parity_precision, tolerance_for
+from parity.torch_models import run_recurrent
+from s2l_jax.params import check_shapes, flatten, unflatten
+
+
+class ParityError(AssertionError):
+    """Raised by `assert_parity`; `.report` holds the full report."""
+
+    def __init__(self, report: ParityReport):
+        super().__init__(report.summary() + "\n" + report.table(only_failures=True))
+        self.report = report
+
+
+def param_names(torch_module: nn.Module, flax_params: Mapping) -> dict[str, str]:
+    """torch state_dict name -> flat Flax param name. Identical names pair directly; a classifier with its own
+    attribute names is paired through `parity.convert.discover`."""
+    torch_names = list(torch_module.state_dict())
+    flax_names = set(flatten(flax_params))
+    if set(torch_names) == flax_names:
+        return {n: n for n in torch_names}
+    if not isinstance(torch_module, RECURRENT_TYPES):
+        paths = discover(torch_module, require_pooling=False).paths
+        mapped = {n: next(iter(_rename({n: 0}, paths, to_user=False))) for n in torch_names}
+        if set(mapped.values()) == flax_names:
+            return mapped
+    shapes = {n: tuple(v.shape) for n, v in flatten(flax_params).items()}
+    check_shapes(shapes, torch_module.state_dict(), what=f"torch {type(torch_module).__name__} vs Flax params")
+    raise ValueError("cannot pair torch and Flax parameter names")
+
+
+def _leaves(out, recurrent: bool) -> list[tuple[str, object]]:
+    """Named leaves of a module's output: ("output", "h_n", "c_n") for recurrent layers, else tree paths."""
+    if recurrent:
+        y, state = out
+        states = state if isinstance(state, (tuple, list)) else (state,)
+        return [("output", y)] + list(zip(("h_n", "c_n"), states, strict=False))
+    if isinstance(out, (tuple, list)):
+        return [(f"output[{i}]{n[6:]}", v) for i, o in enumerate(out) for n, v in _leaves(o, False)]
+    if isinstance(out, Mapping):
+        return [(f"output[{k!r}]{n[6:]}", v) for k, o in out.items() for n, v in _leaves(o, False)]
+    return [("output", out)]
+
+
+def _dtype_of(torch_module: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in torch_module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def compare(
+    torch_module: nn.Module,
+    flax_module,
+    variables: Mapping,
+    *inputs,
+    lengths=None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    gradients: bool = True,
+    seed: int = 0,
+) -> ParityReport:
+    """Weights, outputs and gradients of `torch_module(*inputs)` vs `flax_module.apply(variables, *inputs)`.
+
+    Both run deterministically (torch in eval mode, restored afterwards); with `lengths` torch recurrent layers
+    are packed and classifiers get `lengths=`. Gradients are of `sum(output_i * c_i)` with fixed random `c_i`
+    (seeded by `seed`), so every output element contributes. float32 matmuls run in float32 on every backend.
+    """
+    dtype = _dtype_of(torch_module)
+    tol = tolerance_for(dtype, rtol=rtol, atol=atol)
+    params = variables["params"]
+    names = param_names(torch_module, params)
+    flat = flatten(params)
+    recurrent = isinstance(torch_module, RECURRENT_TYPES)
+    arrays = [np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in inputs]
+    floating = [i for i, a in enumerate(arrays) if np.issubdtype(a.dtype, np.floating)]
+    entries = [diff("weight", t, flat[f], v.detach().cpu().numpy(), tol)
+               for t, v in torch_module.state_dict().items() for f in (names[t],)]
+
+    was_training = torch_module.training
+    torch_module.eval()
+    try:
+        with parity_precision():
+            t_inputs = [torch.from_numpy(a.copy()).requires_grad_(i in floating and gradients)
+                        for i, a in enumerate(arrays)]
+            if recurrent:
+                t_out = run_recurrent(torch_module, t_inputs[0], lengths, *t_inputs[1:2])
+            elif lengths is not None:
+                t_out = torch_module(*t_inputs, lengths=torch.as_tensor(np.asarray(lengths)))
+            else:
+                t_out = torch_module(*t_inputs)
+            t_leaves = _leaves(t_out, recurrent)
+            rng = np.random.default_rng(seed)
+            cots = [rng.standard_normal(tuple(v.shape)).astype(np.asarray(v.detach()).dtype) for _, v in t_leaves]
+            kwargs = {} if lengths is None else {"lengths": jnp.asarray(np.asarray(lengths))}
+            others = {k: v for k, v in variables.items() if k != "params"}
+            j_inputs = [jnp.asarray(a) for a in arrays]
+
+            def loss(p, float_inputs):
+                xs = list(j_inputs)
+                for i, x in zip(floating, float_inputs, strict=True):
+                    xs[i] = x
+                out = flax_module.apply({"params": p, **others}, *xs, **kwargs)
+                leaves = _leaves(out, recurrent)
+                total = sum(jnp.sum(v * c) for (_, v), c in zip(leaves, cots, strict=True))
+                return total, leaves
+
+            float_inputs = [j_inputs[i] for i in floating]
+            if gradients:
+                (_, j_leaves), (g_params, g_inputs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+                    params, float_inputs)
+                sum((v * torch.from_numpy(c)).sum() for (_, v), c in zip(t_leaves, cots, strict=True)).backward()
+            else:
+                _, j_leaves = loss(params, float_inputs)
+    finally:
+        torch_module.train(was_training)
+    if len(j_leaves) != len(t_leaves):
+        raise ValueError(f"torch returns {len(t_leaves)} tensors, the Flax module {len(j_leaves)}")
+    for (name, t), (_, j) in zip(t_leaves, j_leaves, strict=True):
+        entries.append(diff("output", name, j, t.detach().cpu().numpy(), tol))
+    if gradients:
+        g_flat = flatten(g_params)
+        for t_name, p in torch_module.named_parameters():
+            t_grad = p.grad.detach().cpu().numpy() if p.grad is not None else np.zeros(tuple(p.shape))
+            entries.append(diff("gradient", t_name, g_flat[names[t_name]], t_grad, tol))
+            p.grad = None
+        for k, i in enumerate(floating):
+            entries.append(diff("gradient", f"input[{i}]", g_inputs[k], t_inputs[i].grad.numpy(), tol))
+    return ParityReport(tuple(entries), tol, str(dtype).replace("torch.", ""), jax.default_backend())
+
+
+def assert_parity(torch_module: nn.Module, flax_module, variables: Mapping, *inputs, **kwargs) -> ParityReport:
+    """`compare`, raising `ParityError` (an AssertionError naming the first tensor out of tolerance) on failure."""
+    report = compare(torch_module, flax_module, variables, *inputs, **kwargs)
+    if not report.passed:
+        raise ParityError(report)
+    return report
+
+
+def torch_named(flax_params: Mapping, torch_module: nn.Module) -> dict[str, np.ndarray]:
+    """Flax params as arrays under the torch module's state_dict names (for reports and trajectories)."""
+    names = param_names(torch_module, flax_params)
+    flat = flatten(flax_params)
+    return {t: np.asarray(flat[f]) for t, f in names.items()}
+
+
+def flax_named(torch_values: Mapping[str, np.ndarray], torch_module: nn.Module, flax_params: Mapping) -> dict:
+    """The inverse of `torch_named`: a Flax params tree from torch-named arrays."""
+    names = param_names(torch_module, flax_params)
+    return unflatten({names[t]: jnp.asarray(v) for t, v in torch_values.items()})

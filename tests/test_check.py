@@ -1,0 +1,159 @@
+"""compare / assert_parity against real torch modules: equal models pass, one-ulp noise passes, planted real
+differences (swapped gates, a dropped bias_hh) fail naming the right tensor; reports render; tolerance policy."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from parity import from_torch, torch_recurrent
+from parity.check import ParityError, assert_parity, compare
+from parity.report import diff
+from parity.tolerance import POLICY, Tolerance, parity_precision, tolerance_for
+
+
+class UserLSTM(nn.Module):
+    """A user's classifier with its own names: emb -> rnn -> mean -> head."""
+
+    def __init__(self, cell=nn.LSTM):
+        super().__init__()
+        self.emb = nn.Embedding(11, 4)
+        self.rnn = cell(4, 5, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x, lengths=None):
+        out, _ = self.rnn(self.emb(x))
+        return self.head(out.mean(dim=1))
+
+
+def _tokens():
+    return torch.randint(0, 11, (3, 6))
+
+
+def test_converted_user_model_passes_weights_outputs_and_every_gradient():
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    report = assert_parity(tm, fm, variables, _tokens())
+    kinds = [e.kind for e in report.entries]
+    assert kinds.count("gradient") == len(list(tm.parameters())) and "output" in kinds
+    assert {e.name for e in report.entries if e.kind == "gradient"} == {n for n, _ in tm.named_parameters()}
+    assert report.passed and report.worst() < 1e-6
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+def test_recurrent_layer_with_lengths_checks_states_and_input_gradients(cell):
+    tm = torch_recurrent(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True,
+                         proj_size=2 if cell == "lstm" else 0)
+    fm, variables = from_torch(tm)
+    report = assert_parity(tm, fm, variables, torch.randn(3, 5, 3), lengths=[5, 2, 4])
+    names = {e.label for e in report.entries}
+    assert {"output output", "output h_n", "gradient input[0]"} <= names
+    assert ("output c_n" in names) == (cell == "lstm")
+
+
+def test_float64_models_meet_the_float64_tolerance():
+    with jax.enable_x64(True):
+        tm = torch_recurrent("gru", 3, 4, batch_first=True).double()
+        fm, variables = from_torch(tm)
+        report = assert_parity(tm, fm, variables, torch.randn(2, 4, 3, dtype=torch.float64))
+    assert report.tolerance == POLICY["float64"] and report.dtype == "float64" and report.worst() < 1e-12
+
+
+def _perturbed(variables, fn):
+    return {"params": jax.tree.map(fn, variables["params"])}
+
+
+def test_one_ulp_perturbation_of_every_weight_passes():
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    nudged = _perturbed(variables, lambda p: jnp.asarray(np.nextafter(np.asarray(p), np.float32(np.inf))))
+    report = compare(tm, fm, nudged, _tokens())
+    assert report.passed
+    assert report.worst("weight") > 0  # the weights really differ
+
+
+def test_swapped_gates_fail_naming_the_weight_tensor():
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    w = np.array(variables["params"]["encoder"]["weight_ih_l1"])
+    w[:5], w[5:10] = w[5:10].copy(), w[:5].copy()  # i and f gates swapped
+    variables["params"]["encoder"]["weight_ih_l1"] = jnp.asarray(w)
+    with pytest.raises(ParityError, match=r"first failure: weight rnn.weight_ih_l1") as err:
+        assert_parity(tm, fm, variables, _tokens())
+    failed = {e.label for e in err.value.report.failures}
+    assert "output output" in failed and {e for e in failed if e.startswith("weight")} == {"weight rnn.weight_ih_l1"}
+
+
+class DropsBiasHH:
+    """A Flax model that ignores the recurrent bias of layer 0 (like flax's LSTMCell summing biases, flax#3746)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def apply(self, variables, *inputs, **kwargs):
+        enc = dict(variables["params"]["encoder"])
+        enc["bias_hh_l0"] = jnp.zeros_like(enc["bias_hh_l0"])
+        return self.inner.apply({"params": {**variables["params"], "encoder": enc}}, *inputs, **kwargs)
+
+
+def test_dropped_bias_hh_fails_and_its_gradient_is_named():
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    report = compare(tm, DropsBiasHH(fm), variables, _tokens())
+    assert not report.passed and report.first_failure.label == "output output"
+    grad = next(e for e in report.entries if e.label == "gradient rnn.bias_hh_l0")
+    assert not grad.passed and grad.actual == 0.0 and grad.max_rel == pytest.approx(1.0)  # JAX's is zero
+    assert all(e.passed for e in report.entries if e.kind == "weight")
+
+
+def test_report_renders_table_json_and_markdown(tmp_path):
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    report = compare(tm, DropsBiasHH(fm), variables, _tokens())
+    report.write(tmp_path / "r.json")
+    report.write(tmp_path / "r.md")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["passed"] is False and len(data["entries"]) == len(report.entries)
+    assert data["entries"][0]["name"] == "emb.weight" and "first failure: output output" in data["summary"]
+    assert "| `gradient rnn.bias_hh_l0` |" in (tmp_path / "r.md").read_text()
+    assert "FAIL" in report.table(only_failures=True).splitlines()[1]
+    with pytest.raises(ValueError, match="must end in .json or .md"):
+        report.write(tmp_path / "r.txt")
+
+
+def test_diff_names_shape_mismatch_nan_and_worst_element():
+    tol = Tolerance(1e-5, 1e-5)
+    assert diff("output", "y", np.zeros(3), np.zeros(4), tol).problem == "shape (3,) (JAX) vs (4,) (torch)"
+    d = diff("output", "y", [1.0, np.nan, 3.0], [1.0, 2.0, 3.0], tol)
+    assert not d.passed and d.worst_index == (1,) and "NaN" in d.problem
+    assert diff("output", "y", [np.nan], [np.nan], tol).passed
+    d = diff("output", "y", [[1.0, 2.0], [3.0, 4.1]], [[1.0, 2.0], [3.0, 4.0]], tol)
+    assert d.worst_index == (1, 1) and d.actual == 4.1 and d.max_abs == pytest.approx(0.1)
+
+
+def test_tolerance_policy_by_dtype_and_forced_float32_matmuls():
+    assert tolerance_for(np.float32) == Tolerance(1e-5, 1e-5) == tolerance_for(torch.float32, "gpu")
+    assert tolerance_for("float64").atol == 1e-10 and tolerance_for(torch.bfloat16).rtol == 2e-2
+    assert tolerance_for("float32", atol=1e-4) == Tolerance(1e-5, 1e-4)
+    with pytest.raises(ValueError, match="no parity tolerance for dtype 'int32'"):
+        tolerance_for(np.int32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with parity_precision():
+            assert jax.config.jax_default_matmul_precision == "float32"
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def test_unpairable_parameters_are_named():
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    del variables["params"]["fc"]["bias"]
+    with pytest.raises(ValueError, match="missing key 'fc.bias'|unexpected key 'head.bias'"):
+        compare(tm, fm, variables, _tokens())
