@@ -62,6 +62,12 @@ def _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep: bool):
         xg = x_c @ w_ih_t + bias  # (chunk, batch, 4H)
         return lax.scan(step, carry, (xg, m_c), reverse=reverse, unroll=unroll)
 
+    if chunk == 1:  # per-step projection in one flat scan
+        def flat_step(carry, inputs):
+            return step(carry, (inputs[0] @ w_ih_t + bias, inputs[1]))
+
+        carry, (ys, res) = lax.scan(flat_step, (h0, c0), (x, mask), reverse=reverse, unroll=unroll)
+        return ys, carry, res
     xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
     ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
     carry, (ys, res) = lax.scan(chunk_body, (h0, c0), (xs, ms), reverse=reverse)

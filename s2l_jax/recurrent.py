@@ -34,7 +34,7 @@ class ScanOptions:
 
     input_projection: "per_step" projects x_t inside the scan; "hoisted" projects all steps in one matmul first;
         "chunked" projects `chunk` steps in one matmul inside an outer scan over chunks.
-    chunk: steps per input-projection matmul when chunked.
+    chunk: at most this many steps per input-projection matmul when chunked (balanced to pad the least).
     fuse_directions: run both directions of a bidirectional layer in one (vmapped) scan instead of two.
     unroll: `lax.scan` unroll factor (of the per-step scan).
     tanh_sigmoid: compute sigmoid(x) as 0.5 * tanh(0.5 * x) + 0.5 (same value, much faster on XLA CPU).
@@ -52,7 +52,7 @@ class ScanOptions:
     unroll: int = 1
     tanh_sigmoid: bool = True
     fold_half: bool = True
-    custom_vjp: bool = False
+    custom_vjp: bool = True
     remat: bool = False
 
     def __post_init__(self):
@@ -141,6 +141,12 @@ def cell_step(cell: str, p: Params, carry: tuple, xg: jax.Array, tanh_sigmoid: b
     return (jnp.tanh(pre) if cell == "rnn_tanh" else jax.nn.relu(pre),)
 
 
+def _balanced_chunk(total: int, chunk: int) -> int:
+    """The chunk length <= `chunk` that covers `total` steps in as few chunks with the least padding."""
+    n_chunks = -(-total // min(chunk, total))
+    return -(-total // n_chunks)
+
+
 def _pad_to_chunks(x: jax.Array, mask: jax.Array | None, chunk: int) -> tuple[jax.Array, jax.Array | None]:
     """Pad time to a multiple of `chunk`; padded steps are masked out (they leave the state untouched)."""
     total = x.shape[0]
@@ -160,7 +166,8 @@ def _uses_custom_vjp(cell: str, p: Params, options: ScanOptions) -> bool:
 def _lstm_custom(p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
     """`scan_direction` for a plain LSTM through `lstm_vjp.lstm_direction`."""
     total = x.shape[0]
-    chunk = {"per_step": 1, "hoisted": total, "chunked": min(options.chunk, total)}[options.input_projection]
+    chunk = {"per_step": 1, "hoisted": total, "chunked": _balanced_chunk(total, options.chunk)}[
+        options.input_projection]
     xp, mp = _pad_to_chunks(x, mask, chunk)
     zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
     bias = p.get("bias_ih", zero) + p.get("bias_hh", zero)
@@ -191,7 +198,7 @@ def scan_direction(
         p = _fold_half(cell, p)
     total = x.shape[0]
     mode = options.input_projection
-    chunk = min(options.chunk, total) if mode == "chunked" else 1
+    chunk = _balanced_chunk(total, options.chunk) if mode == "chunked" else 1
     if mode == "chunked":
         x, mask = _pad_to_chunks(x, mask, chunk)
     xs = _project_input(p, x) if mode == "hoisted" else x  # (time, batch, gates * hidden) when hoisted
