@@ -1,0 +1,96 @@
+"""Summaries of worker results: medians, min-max, ratios vs each peer; markdown table and PNG bar chart."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+PEERS = ("flax_linen", "torch_best", "torch_eager", "torch_eager_nomkldnn", "torch_compile")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """{case: {framework: stats}} from every worker run (rounds pooled); adds "torch_best", the faster eager."""
+    table: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        table.setdefault(r["case"], {}).setdefault(r["framework"], []).append(r)
+    out: dict[str, dict[str, dict]] = {}
+    for case, fws in table.items():
+        out[case] = {}
+        for fw, rs in fws.items():
+            samples = [s for r in rs for s in r["samples_ms"]]
+            compile_s = [r["compile_s"] for r in rs if r.get("compile_s") is not None]
+            out[case][fw] = {
+                "median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
+                "n": len(samples), "rounds": len(rs), "compile_s": min(compile_s) if compile_s else None,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                "rss_growth_mb": max(r["rss_growth_mb"] for r in rs),
+                "temp_mb": rs[0].get("temp_mb"),
+            }
+        eager = [out[case][k] for k in ("torch_eager", "torch_eager_nomkldnn") if k in out[case]]
+        if eager:
+            out[case]["torch_best"] = min(eager, key=lambda s: s["median_ms"])
+        if "s2l_jax" in out[case]:
+            mine = out[case]["s2l_jax"]["median_ms"]
+            out[case]["s2l_jax"]["speedup_vs"] = {
+                p: out[case][p]["median_ms"] / mine for p in PEERS if p in out[case]
+            }
+    return out
+
+
+def _fmt(stats: dict | None) -> str:
+    if stats is None:
+        return "-"
+    return f"{stats['median_ms']:.3g} ({stats['min_ms']:.3g}-{stats['max_ms']:.3g})"
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    """The table: medians (min-max) in ms per framework, and s2l_jax's speed-up over each peer (>1: faster)."""
+    fws = ["s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile"]
+    fws = [f for f in fws if any(f in row for row in summary.values())]
+    peers = [p for p in PEERS if any(p in row for row in summary.values())]
+    head = ["case", *[f"{f} ms" for f in fws], *[f"x vs {p}" for p in peers], "jit s", "temp MB"]
+    lines = [
+        f"Run {meta.get('date', '')} on {meta.get('machine', '')}: {meta.get('threads')} threads, "
+        f"{meta.get('rounds')} interleaved rounds, load avg (start, end) {meta.get('load_avg_start_end')}. "
+        "Medians (min-max) in ms; `x vs P` = P's median / s2l_jax's "
+        "(> 1: s2l_jax faster). torch_best = the faster torch eager setting (oneDNN on/off).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for case, row in summary.items():
+        mine = row.get("s2l_jax", {})
+        speed = mine.get("speedup_vs", {})
+        cells = [case, *[_fmt(row.get(f)) for f in fws], *[f"{speed[p]:.2f}" if p in speed else "-" for p in peers],
+                 f"{mine['compile_s']:.2f}" if mine.get("compile_s") is not None else "-",
+                 f"{mine['temp_mb']:.1f}" if mine.get("temp_mb") is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    wins = {p: sum(1 for r in summary.values() if r.get("s2l_jax", {}).get("speedup_vs", {}).get(p, 0) > 1)
+            for p in peers}
+    lines += ["", "s2l_jax faster on: " + ", ".join(f"{p} {n}/{len(summary)}" for p, n in wins.items())]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summary: dict, path: Path) -> None:
+    """Median ms per case and framework, log scale, one group of bars per case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fws = [f for f in ("s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile")
+           if any(f in r for r in summary.values())]
+    cases = list(summary)
+    width = 0.8 / max(1, len(fws))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cases)), 4))
+    for k, fw in enumerate(fws):
+        xs = [i + k * width for i in range(len(cases))]
+        ys = [summary[c][fw]["median_ms"] if fw in summary[c] else 0 for c in cases]
+        ax.bar(xs, ys, width, label=fw)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))], cases, rotation=45, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("median ms per call")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

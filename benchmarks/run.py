@@ -1,0 +1,104 @@
+"""The benchmark grid, one framework process at a time: `python -m benchmarks.run [--quick]`.
+
+Every (round, case, framework) runs in a fresh subprocess pinned to the same CPUs; frameworks are interleaved
+case by case and their order rotates each round, so slow drifts of the machine hit all of them alike.
+Writes results/<name>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.cases import FRAMEWORKS, grid
+from benchmarks.report import bar_chart, markdown, summarize
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | None:
+    """One worker subprocess; None (and a note on stderr) if it fails or times out."""
+    cmd = [sys.executable, "-m", "benchmarks.worker", framework, case, "--threads", str(args.threads),
+           "--budget", str(args.budget), "--device", args.device]
+    env = dict(os.environ)
+    if args.xla_flags:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env,
+                              cwd=Path(__file__).parent.parent)
+    except subprocess.TimeoutExpired:
+        print(f"  {framework} {case}: timed out after {args.timeout} s", file=sys.stderr)
+        return None
+    if proc.returncode != 0:
+        print(f"  {framework} {case}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 4 seed-size cases, 1 round, short budget")
+    ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    ap.add_argument("--cases", default="", help="comma-separated size/model/mode filters (substring match)")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2, quick 1)")
+    ap.add_argument("--budget", type=float, default=None, help="timed seconds per worker (default 2, quick 0.3)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS for the JAX workers")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="start no new worker after this long; results so far are still written")
+    ap.add_argument("--name", default=None, help="results file stem (default bench, bench_quick, bench_gpu)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 2)
+    args.budget = args.budget if args.budget is not None else (0.3 if args.quick else 2.0)
+    frameworks = [f for f in args.frameworks.split(",") if f]
+    if args.quick and args.frameworks == ",".join(FRAMEWORKS):
+        frameworks = ["s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn"]
+    cases = [c.name for c in grid(args.quick)]
+    if args.cases:
+        cases = [c for c in cases if any(f in c for f in args.cases.split(","))]
+    load_start = os.getloadavg()[0]
+    if load_start > 0.5:
+        print(f"warning: 1-minute load average is {load_start:.1f}; timings will be noisy", file=sys.stderr)
+    runs = []
+    started = time.perf_counter()
+    for r in range(args.rounds):
+        for case in cases:
+            k = r % len(frameworks)
+            for fw in frameworks[k:] + frameworks[:k]:
+                if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
+                    print(f"  --max-minutes reached: skipping {fw} {case}", file=sys.stderr)
+                    continue
+                t0 = time.perf_counter()
+                res = run_worker(fw, case, args)
+                if res is not None:
+                    res["round"] = r
+                    runs.append(res)
+                    med = sorted(res["samples_ms"])[len(res["samples_ms"]) // 2]
+                    print(f"round {r} {case:24s} {fw:22s} {med:9.2f} ms  ({time.perf_counter() - t0:.0f} s)",
+                          flush=True)
+    summary = summarize(runs)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor()
+            or platform.machine(), "threads": args.threads, "rounds": args.rounds, "budget_s": args.budget,
+            "device": args.device, "xla_flags": os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags,
+            "command": " ".join(sys.argv), "load_avg_start_end": [load_start, os.getloadavg()[0]]}
+    name = args.name or ("bench_quick" if args.quick else "bench" if args.device == "cpu" else "bench_gpu")
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(summary, meta)
+    (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+    (args.out / f"{name}.md").write_text(table)
+    bar_chart(summary, args.out / f"{name}.png")
+    print(table)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""One framework, one case, in its own process: `python -m benchmarks.worker FRAMEWORK CASE --threads N`.
+
+Pins the process to N CPUs before any framework is imported (XLA and torch then size their thread pools to
+them), builds the model, times the step, and prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+
+
+def pin_threads(threads: int) -> None:
+    """Restrict this process to `threads` CPUs (call before importing jax or torch)."""
+    cpus = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, cpus)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def rss_mb() -> float:
+    """Current resident set size, MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_calls(call: Callable[[], None], budget_s: float, min_reps: int = 3, max_reps: int = 200,
+               warmup: int = 2) -> list[float]:
+    """Milliseconds per call: `warmup` untimed calls, then calls until `budget_s` is spent (>= min_reps)."""
+    for _ in range(warmup):
+        call()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < max_reps and (len(samples) < min_reps or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("framework")
+    ap.add_argument("case", help="size/model/mode, e.g. seed/last/train")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    ap.add_argument("--options", default="{}", help="s2l_jax ScanOptions fields as JSON")
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        pin_threads(args.threads)
+    from benchmarks.cases import Case
+
+    case = Case.parse(args.case)
+    if args.framework in ("s2l_jax", "flax_linen"):
+        from benchmarks.jax_models import build
+    else:
+        from benchmarks.torch_models import build
+    t0 = time.perf_counter()
+    step, info = build(args.framework, case, device=args.device, options=json.loads(args.options),
+                       threads=args.threads)
+    rss0 = rss_mb()
+    compile_start = time.perf_counter()
+    step()  # first call: jit / torch.compile compilation (plus one step)
+    first_call_s = time.perf_counter() - compile_start
+    samples = time_calls(step, args.budget)
+    result = {
+        "framework": args.framework, "case": case.name, "threads": args.threads, "device": args.device,
+        "samples_ms": samples, "first_call_s": first_call_s, "setup_s": compile_start - t0,
+        "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0, **info,
+    }
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

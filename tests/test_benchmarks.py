@@ -1,0 +1,32 @@
+"""Smoke test of the benchmark harness: it runs a worker subprocess and writes JSON / markdown / PNG (no speed)."""
+
+import json
+
+from benchmarks.cases import grid
+from benchmarks.report import summarize
+from benchmarks.run import main
+
+
+def test_grid_has_the_twelve_cases():
+    names = {c.name for c in grid()}
+    assert len(names) == 12 and "large/attention/train" in names and "seed/last/infer" in names
+
+
+def test_summary_ratios_and_torch_best():
+    runs = [{"framework": f, "case": "seed/last/infer", "samples_ms": [ms], "peak_rss_mb": 1.0,
+             "rss_growth_mb": 0.0} for f, ms in [("s2l_jax", 1.0), ("torch_eager", 4.0),
+                                                 ("torch_eager_nomkldnn", 2.0), ("flax_linen", 3.0)]]
+    s = summarize(runs)["seed/last/infer"]
+    assert s["torch_best"]["median_ms"] == 2.0
+    assert s["s2l_jax"]["speedup_vs"] == {"flax_linen": 3.0, "torch_best": 2.0, "torch_eager": 4.0,
+                                          "torch_eager_nomkldnn": 2.0}
+
+
+def test_run_writes_results(tmp_path):
+    main(["--quick", "--frameworks", "s2l_jax", "--cases", "seed/last/infer", "--budget", "0.05",
+          "--out", str(tmp_path), "--name", "smoke"])
+    data = json.loads((tmp_path / "smoke.json").read_text())
+    assert list(data["summary"]) == ["seed/last/infer"]
+    assert data["runs"][0]["samples_ms"] and data["runs"][0]["compile_s"] > 0
+    assert (tmp_path / "smoke.md").read_text().count("seed/last/infer") == 1
+    assert (tmp_path / "smoke.png").stat().st_size > 0
