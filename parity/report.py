@@ -47,7 +47,9 @@ def diff(kind: str, name: str, actual, expected, tol: Tolerance) -> TensorDiff:
     abs_diff = np.where(both_nan, 0.0, np.abs(a - e))
     abs_diff = np.where(np.isnan(abs_diff), np.inf, abs_diff)  # NaN on one side only
     rel = abs_diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
-    excess = abs_diff / tol.bound(np.where(np.isfinite(e), e, 0.0))
+    bound = tol.bound(np.where(np.isfinite(e), e, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = np.where(abs_diff == 0, 0.0, abs_diff / bound)  # a zero tolerance demands equality
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), e.shape))
     passed = bool(np.all(excess <= 1.0))
     problem = "" if passed or np.isfinite(abs_diff).all() else "NaN or Inf on one side only"

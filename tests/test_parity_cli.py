@@ -1,0 +1,72 @@
+"""`s2l convert` and `s2l parity` as a user runs them: exit 0 on pass, 1 on fail, 2 with one line on bad input."""
+
+import json
+
+import pytest
+import torch
+
+from parity.torch_models import SEED_MODELS
+from s2l_jax.cli import main
+from s2l_jax.weights import load_classifier
+
+SMALL = dict(vocab_size=30, embedding_dim=4, hidden_dim=5, num_classes=3)
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    tm = SEED_MODELS["attention"](**SMALL)
+    torch.save(tm.state_dict(), tmp_path / "model.pt")
+    return tm, tmp_path / "model.pt"
+
+
+def test_convert_torch_to_jax_and_back_is_bit_exact(user_file, tmp_path, capsys):
+    tm, path = user_file
+    assert main(["convert", str(path), str(tmp_path / "m.safetensors")]) == 0
+    assert "pooling attention" in capsys.readouterr().out
+    model, _ = load_classifier(tmp_path / "m.safetensors")
+    assert model.config.pooling == "attention" and model.config.vocab_size == 30
+    assert main(["convert", str(tmp_path / "m.safetensors"), str(tmp_path / "back.pt")]) == 0
+    back = SEED_MODELS["attention"](**SMALL)
+    back.load_state_dict(torch.load(tmp_path / "back.pt", weights_only=True), strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(tm.state_dict().values(), back.state_dict().values(), strict=True))
+
+
+def test_parity_passes_forward_gradients_and_training_and_writes_the_report(user_file, tmp_path, capsys):
+    _, path = user_file
+    code = main(["parity", str(path), "--batch", "3", "--length", "5", "--lengths", "--steps", "3",
+                 "--report", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "gradient attention.attn.weight" in out and "3 adam steps" in out and out.rstrip().endswith("PASS")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] and any(e["kind"] == "step 3" for e in report["entries"])
+
+
+def test_parity_exits_1_when_differences_exceed_the_tolerance(user_file, capsys):
+    _, path = user_file
+    assert main(["parity", str(path), "--batch", "3", "--length", "5", "--atol", "0", "--rtol", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "first failure: output output" in out and out.rstrip().endswith("FAIL")
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_bad_files_exit_2_with_one_line(user_file, tmp_path, capsys):
+    tm, path = user_file
+    assert main(["parity", str(tmp_path / "absent.pt")]) == 2
+    assert "no such weight file" in _error_line(capsys)
+    (tmp_path / "corrupt.pt").write_bytes(path.read_bytes()[:100])
+    assert main(["convert", str(tmp_path / "corrupt.pt"), str(tmp_path / "x.safetensors")]) == 2
+    assert "not a readable torch file" in _error_line(capsys)
+    torch.save({**tm.state_dict(), "extra.scale": torch.ones(2)}, tmp_path / "extra.pt")
+    assert main(["parity", str(tmp_path / "extra.pt")]) == 2
+    assert "unrecognised key 'extra.scale'" in _error_line(capsys)
+    torch.save(SEED_MODELS["mean"](**SMALL).state_dict(), tmp_path / "mean.pt")
+    assert main(["parity", str(tmp_path / "mean.pt")]) == 2
+    assert "weights cannot tell how the model pools" in _error_line(capsys)
+    assert main(["parity", str(path), "--report", "r.txt"]) == 2
+    assert "must end in .json or .md" in _error_line(capsys)
