@@ -1,8 +1,8 @@
 """Interleaved A/B of ScanOptions in one process: `python -m benchmarks.levers [--cases ...] [--rounds R]`.
 
-Each variant is compiled once; every round times each variant (order rotating) for a few calls, so machine
-noise hits all variants alike. Reports per variant the median of round medians and its ratio to the first
-variant ("base"; > 1 = faster than base), and writes results/levers.json.
+Each variant (or "flax_linen", the baseline) is compiled once; every round times each variant (order rotating)
+for a few calls, so machine noise hits all variants alike. Reports per variant the median of round medians and its
+ratio to the first variant (> 1 = faster than it), and writes results/levers.json.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
         case = Case.parse(name)
         names = [v for v in args.variants.split(",") if v]
         steps = {}
-        for v in names:
-            step, info = build("s2l_jax", case, options=VARIANTS[v])
+        for v in names:  # "flax_linen" times the flax.linen baseline in the same rotation
+            step, info = build(v, case) if v == "flax_linen" else build("s2l_jax", case, options=VARIANTS[v])
             steps[v] = (step, info)
         batch_arrays(case)
         rounds: dict[str, list[float]] = {v: [] for v in names}
