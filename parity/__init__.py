@@ -1,16 +1,29 @@
-"""parity: torch reference models, torch <-> s2l_jax weight conversion, parity checks."""
+"""parity: torch reference models, torch <-> s2l_jax weight conversion, weight files, parity checks.
 
-from parity.check import ParityError, assert_parity, compare
-from parity.convert import discover, from_torch, to_torch
-from parity.infer import Architecture, infer_architecture
-from parity.io import convert_file, load_classifier_file, read_state_dict, write_state_dict
-from parity.report import ParityReport, TensorDiff
-from parity.tolerance import POLICY, Tolerance, parity_precision, tolerance_for
-from parity.torch_models import SEED_MODELS, TorchSequenceClassifier, run_recurrent, torch_recurrent
-from parity.trajectory import OptimizerSpec, compare_training, random_batches, step_drift
+Names load on first use (PEP 562), so importing `parity.pytest_plugin` (every pytest run, via the entry point)
+does not import torch or JAX."""
 
-__all__ = ["POLICY", "SEED_MODELS", "Architecture", "OptimizerSpec", "ParityError", "ParityReport", "TensorDiff",
-           "Tolerance", "TorchSequenceClassifier", "assert_parity", "compare", "compare_training", "convert_file",
-           "discover", "from_torch", "infer_architecture", "load_classifier_file", "parity_precision",
-           "random_batches", "read_state_dict", "run_recurrent", "step_drift", "to_torch", "tolerance_for",
-           "torch_recurrent", "write_state_dict"]
+import importlib
+
+_EXPORTS = {
+    "parity.check": ["ParityError", "assert_parity", "compare"],
+    "parity.convert": ["discover", "from_torch", "to_torch"],
+    "parity.infer": ["Architecture", "infer_architecture"],
+    "parity.io": ["convert_file", "load_classifier_file", "read_state_dict", "write_state_dict"],
+    "parity.report": ["ParityReport", "TensorDiff"],
+    "parity.tolerance": ["POLICY", "Tolerance", "parity_precision", "tolerance_for"],
+    "parity.torch_models": ["SEED_MODELS", "TorchSequenceClassifier", "run_recurrent", "torch_recurrent"],
+    "parity.trajectory": ["OptimizerSpec", "compare_training", "random_batches", "step_drift"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
+    raise AttributeError(f"module 'parity' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -41,3 +41,15 @@ def test_plugin_fixture_and_marker_work_in_a_users_test_file(pytester):
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*ParityError: parity FAIL*first failure: weight fc.bias*"])
     assert 'name="parity" value="parity PASS' in (pytester.path / "out.xml").read_text()
+
+
+def test_installed_plugin_does_not_need_torch_for_pytest_to_start(tmp_path):
+    import subprocess
+    import sys
+
+    plain = "def test_plain():\n    assert __import__('sys').modules['torch'] is None  # blocked, never imported\n"
+    (tmp_path / "test_plain.py").write_text(plain)
+    code = ("import sys; sys.modules['torch'] = None; import pytest; "
+            f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
