@@ -129,10 +129,11 @@ def load_classifier_file(path: str | os.PathLike, pooling: str | None = None, **
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | None = None,
                  names_from: str | os.PathLike | None = None, **hints) -> Architecture:
-    """torch file -> JAX checkpoint (`.safetensors`: canonical names + config + the user's prefixes) or JAX
-    checkpoint -> torch file (`.pt`/`.pth`, or a `.safetensors` given without s2l config): the direction is the
-    destination's extension. Torch output takes the user's original names (kept in the checkpoint, or those of
-    `names_from`, another weight file of the user's model); without them, the reference model's names."""
+    """Convert one weight file; the direction comes from the extensions. A torch file (`.pt`/`.pth`/`.bin`, or a
+    `.safetensors` without s2l config) to `.safetensors` gives the JAX checkpoint (canonical names + config + the
+    user's prefixes in its metadata); anything to `.pt`/`.pth` (or a JAX checkpoint to `.safetensors`) gives a
+    torch state_dict under the user's original names (kept in the checkpoint, or those of `names_from`, another
+    weight file of the user's model), else the reference model's (`TorchSequenceClassifier`) names."""
     flat, metadata = read_state_dict(src)
     arch = architecture_of(flat, metadata, pooling, **hints)
     canonical = _rename(flat, arch.paths, to_user=False)
