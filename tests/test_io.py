@@ -72,7 +72,7 @@ def test_names_from_maps_a_checkpoint_onto_another_models_names(tmp_path):
     tm = UserModel()
     torch.save(tm.state_dict(), tmp_path / "user.pt")
     model, variables, _ = load_classifier_file(tmp_path / "user.pt", pooling="max")
-    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in flatten(variables["params"]).items()},
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in flatten(variables["params"]).items()},
                tmp_path / "canonical.pt")
     convert_file(tmp_path / "canonical.pt", tmp_path / "renamed.pt", pooling="max", names_from=tmp_path / "user.pt")
     UserModel().load_state_dict(torch.load(tmp_path / "renamed.pt", weights_only=True), strict=True)
