@@ -87,12 +87,12 @@ def lstm_direction(static, w_ih, w_hh, bias, x, mask, h0, c0):
 
 def _fwd(static, w_ih, w_hh, bias, x, mask, h0, c0):
     ys, carry, res = _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep=True)
-    return (ys, carry), (w_ih, w_hh, x, mask, res)
+    return (ys, carry), (w_ih, w_hh, bias, x, mask, res)
 
 
 def _bwd(static, saved, cotangents):
     reverse, _, unroll, _ = static
-    w_ih, w_hh, x, mask, (h_prev, c_prev, act, tc) = saved
+    w_ih, w_hh, bias, x, mask, (h_prev, c_prev, act, tc) = saved
     dys, (dh_n, dc_n) = cotangents
 
     def step(carry, inputs):
@@ -122,7 +122,9 @@ def _bwd(static, saved, cotangents):
     dw_hh = da_f.T @ flat(h_prev)  # (4H, H)
     dx = da @ w_ih  # (time, batch, input)
     mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
-    return dw_ih, dw_hh, jnp.sum(da_f, axis=0), dx, mask_ct, dh0, dc0
+    cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
+    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(da_f, axis=0), bias), cast(dx, x), mask_ct,
+            cast(dh0, h_prev), cast(dc0, c_prev))
 
 
 lstm_direction.defvjp(_fwd, _bwd)
