@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "demo": ("parity.demo", "convert the seed's three torch classifiers to JAX and print their differences"),
     "convert": ("parity.convert_cli", "convert weight files torch <-> JAX (direction from the extensions)"),
+    "train": ("s2l_jax.train_cli", "train a sequence classifier (default: a real offline dataset)"),
     "parity": ("parity.parity_cli", "check a weight file's torch and JAX models agree: forward, gradients, training"),
 }
 
