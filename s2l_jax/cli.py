@@ -13,6 +13,8 @@ COMMANDS = {
     "demo": ("parity.demo", "convert the seed's three torch classifiers to JAX and print their differences"),
     "convert": ("parity.convert_cli", "convert weight files torch <-> JAX (direction from the extensions)"),
     "train": ("s2l_jax.train_cli", "train a sequence classifier (default: a real offline dataset)"),
+    "evaluate": ("s2l_jax.evaluate_cli", "loss, accuracy and macro-F1 of a trained run on a labelled file"),
+    "predict": ("s2l_jax.predict_cli", "one predicted label per input text (file or stdin)"),
     "parity": ("parity.parity_cli", "check a weight file's torch and JAX models agree: forward, gradients, training"),
 }
 
