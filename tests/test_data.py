@@ -1,0 +1,25 @@
+import numpy as np
+
+from s2l_jax.data import batches, load_default, split
+
+
+def test_default_dataset_is_real_digits_offline():
+    d = load_default()
+    assert d.inputs.shape == (1797, 8, 8) and sorted(set(d.labels.tolist())) == list(range(10))
+
+
+def test_split_is_disjoint_and_covers_everything():
+    d = load_default()
+    tr, va = split(d)
+    assert len(tr) + len(va) == len(d) and len(va) == int(len(d) * 0.2)
+
+
+def test_batches_have_fixed_size_and_power_of_two_padded_lengths():
+    from s2l_jax.data import Dataset
+
+    lengths = np.array([1, 3, 5, 9, 17, 2, 4], np.int32)
+    d = Dataset(np.ones((7, 20), np.int32), lengths, np.zeros(7, np.int32), ("a",))
+    shapes = {x.shape for x, _, _, _ in batches(d, 2)}
+    counts = [c for *_, c in batches(d, 2)]
+    assert all(s[0] == 2 for s in shapes) and {s[1] for s in shapes} <= {1, 2, 4, 8, 16, 20}
+    assert sum(counts) == 7
