@@ -100,7 +100,7 @@ def split(data: Dataset, valid_fraction: float = 0.2, seed: int = 0) -> tuple[Da
 
 def batches(data: Dataset, batch_size: int, rng: np.random.Generator | None = None):
     """Yield (inputs, lengths, labels, count) batches of exactly batch_size rows (the last one padded by repeats;
-    `count` rows are real). Sorting within shuffled chunks keeps padded lengths close (bucketing)."""
+    `count` rows are real). Padded lengths are rounded up to powers of two (a bounded set of shapes)."""
     order = rng.permutation(len(data)) if rng is not None else np.arange(len(data))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
