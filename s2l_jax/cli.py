@@ -7,8 +7,8 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help). Modules are imported only when their command runs, so `s2l` starts fast
-# and commands that need torch (parity.*) do not make s2l_jax depend on it.
+# name -> (module, one-line help). A command whose module cannot be imported (parity.* without torch) is
+# still listed and says what it needs; the other commands work, so s2l_jax does not depend on torch.
 COMMANDS = {
     "demo": ("parity.demo", "convert the seed's three torch classifiers to JAX and print their differences"),
     "convert": ("parity.convert_cli", "convert weight files torch <-> JAX (direction from the extensions)"),

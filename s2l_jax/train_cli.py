@@ -23,12 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     p.add_argument("--out", default="runs/train")
-    p.add_argument("--resume", action="store_true", help="(not implemented yet)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resume:
-        raise ValueError("--resume is not implemented yet")
     if args.data is None:
         train, valid = split(load_default())
         model_cfg = PRESETS[args.preset].replace(vocab_size=None, input_size=8, hidden_size=64,
