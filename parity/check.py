@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from parity.convert import RECURRENT_TYPES, _rename, discover
+from parity.convert import RECURRENT_TYPES, discover, rename_prefixes
 from parity.report import ParityReport, diff
 from parity.tolerance import parity_precision, tolerance_for
 from parity.torch_models import run_recurrent
@@ -37,7 +37,7 @@ def param_names(torch_module: nn.Module, flax_params: Mapping) -> dict[str, str]
         return {n: n for n in torch_names}
     if not isinstance(torch_module, RECURRENT_TYPES):
         paths = discover(torch_module, require_pooling=False).paths
-        mapped = {n: next(iter(_rename({n: 0}, paths, to_user=False))) for n in torch_names}
+        mapped = {n: next(iter(rename_prefixes({n: 0}, paths, to_user=False))) for n in torch_names}
         if set(mapped.values()) == flax_names:
             return mapped
     shapes = {n: tuple(v.shape) for n, v in flatten(flax_params).items()}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
 from s2l_jax.params import check_shapes, expected_shapes, flatten, unflatten
 from s2l_jax.recurrent import GRU, LSTM, RNN
 
@@ -127,7 +127,7 @@ def _to_jax(t: torch.Tensor) -> jax.Array:
     return jnp.asarray(a)
 
 
-def _rename(flat: dict, paths: dict[str, str], to_user: bool) -> dict:
+def rename_prefixes(flat: dict, paths: dict[str, str], to_user: bool) -> dict:
     """Swap canonical prefixes and the user's module paths in flat names."""
     pairs = [(c, u) if to_user else (u, c) for c, u in paths.items()]
     out = {}
@@ -138,13 +138,6 @@ def _rename(flat: dict, paths: dict[str, str], to_user: bool) -> dict:
                 break
         out[name] = value
     return out
-
-
-def example_inputs(config: ClassifierConfig):
-    """Smallest input the classifier's init accepts (for shape discovery)."""
-    if config.vocab_size is not None:
-        return jnp.zeros((1, 1), jnp.int32)
-    return jnp.zeros((1, 1, config.input_size), jnp.float32)
 
 
 def from_torch(module: nn.Module, *, pooling: str | None = None):
@@ -163,7 +156,7 @@ def from_torch(module: nn.Module, *, pooling: str | None = None):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     structure = discover(module, pooling)
     flax_module = SequenceClassifier(structure.config)
-    flat = _rename({k: _to_jax(v) for k, v in module.state_dict().items()}, structure.paths, to_user=False)
+    flat = rename_prefixes({k: _to_jax(v) for k, v in module.state_dict().items()}, structure.paths, to_user=False)
     check_shapes(expected_shapes(flax_module, example_inputs(structure.config)), flat)
     return flax_module, {"params": unflatten(flat)}
 
@@ -181,7 +174,7 @@ def to_torch(variables, module: nn.Module | None = None):
     if module is None:
         return state
     if not isinstance(module, RECURRENT_TYPES):
-        state = _rename(state, discover(module, require_pooling=False).paths, to_user=True)
+        state = rename_prefixes(state, discover(module, require_pooling=False).paths, to_user=True)
     check_shapes({k: tuple(v.shape) for k, v in module.state_dict().items()}, state,
                  what=f"weights for {type(module).__name__}")
     module.load_state_dict(state, strict=True)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from parity.convert import _rename, example_inputs
+from parity.convert import rename_prefixes
 from parity.infer import Architecture, infer_architecture
-from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
 from s2l_jax.params import check_shapes, expected_shapes, unflatten
 from s2l_jax.weights import CONFIG_KEY, atomic_write, read_safetensors
 
@@ -119,7 +119,7 @@ def load_classifier_file(path: str | os.PathLike, pooling: str | None = None, **
     prefixes) or an s2l checkpoint. Every key and shape is checked; hints: nonlinearity, padding_idx."""
     flat, metadata = read_state_dict(path)
     arch = architecture_of(flat, metadata, pooling, **hints)
-    canonical = _rename(flat, arch.paths, to_user=False)
+    canonical = rename_prefixes(flat, arch.paths, to_user=False)
     model = SequenceClassifier(arch.config)
     check_shapes(expected_shapes(model, example_inputs(arch.config)), canonical, what=str(path))
     if any(a.dtype == np.float64 for a in canonical.values()) and not jax.config.jax_enable_x64:
@@ -136,7 +136,7 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | 
     weight file of the user's model), else the reference model's (`TorchSequenceClassifier`) names."""
     flat, metadata = read_state_dict(src)
     arch = architecture_of(flat, metadata, pooling, **hints)
-    canonical = _rename(flat, arch.paths, to_user=False)
+    canonical = rename_prefixes(flat, arch.paths, to_user=False)
     check_shapes(expected_shapes(SequenceClassifier(arch.config), example_inputs(arch.config)), canonical,
                  what=str(src))
     user_paths = json.loads(metadata[PATHS_KEY]) if PATHS_KEY in metadata else dict(arch.paths)
@@ -148,5 +148,5 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | 
         write_state_dict(dst, canonical, {CONFIG_KEY: json.dumps(arch.config.to_dict()),
                                           PATHS_KEY: json.dumps(user_paths)})
     else:
-        write_state_dict(dst, _rename(canonical, user_paths, to_user=True))
+        write_state_dict(dst, rename_prefixes(canonical, user_paths, to_user=True))
     return arch

@@ -76,6 +76,13 @@ class ClassifierConfig:
         return cls(**d)
 
 
+def example_inputs(config: ClassifierConfig) -> jax.Array:
+    """Smallest input the classifier's init accepts (for shape discovery)."""
+    if config.vocab_size is not None:
+        return jnp.zeros((1, 1), jnp.int32)
+    return jnp.zeros((1, 1, config.input_size), jnp.float32)
+
+
 PRESETS = {
     "last": ClassifierConfig(pooling="last"),
     "mean": ClassifierConfig(pooling="mean", bidirectional=True),

@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
 from s2l_jax.params import check_shapes, expected_shapes, flatten, unflatten
 
 CONFIG_KEY = "s2l_config"
@@ -75,7 +75,5 @@ def load_classifier(path: str | os.PathLike, config: ClassifierConfig | None = N
     if config is None:
         raise ValueError(f"{path} holds no s2l config: pass the ClassifierConfig")
     model = SequenceClassifier(config)
-    example = (np.zeros((1, 1), np.int32) if config.vocab_size is not None
-               else np.zeros((1, 1, config.input_size), np.float32))
-    check_shapes(expected_shapes(model, example), flatten(params), what=str(path))
+    check_shapes(expected_shapes(model, example_inputs(config)), flatten(params), what=str(path))
     return model, {"params": jax.tree.map(jax.numpy.asarray, params)}

@@ -11,7 +11,7 @@ from safetensors.torch import save_file as torch_save_safetensors
 from torch import nn
 
 from parity import TorchSequenceClassifier, from_torch
-from parity.convert import _rename
+from parity.convert import rename_prefixes
 from parity.infer import infer_architecture
 from parity.io import convert_file, load_classifier_file, read_state_dict
 from s2l_jax import ClassifierConfig
@@ -92,7 +92,7 @@ def _grid():
 def test_architecture_inferred_from_user_prefixed_state_dicts_on_the_core_grid():
     count = 0
     for config in _grid():
-        state = _rename(TorchSequenceClassifier(config).state_dict(), USER_PATHS, to_user=True)
+        state = rename_prefixes(TorchSequenceClassifier(config).state_dict(), USER_PATHS, to_user=True)
         nonlinearity = config.cell[4:] if config.cell.startswith("rnn") else None
         pooling = None if config.pooling == "attention" else config.pooling
         arch = infer_architecture(state, pooling, nonlinearity=nonlinearity)
@@ -128,7 +128,7 @@ def test_unrecognised_keys_are_named(tmp_path):
         infer_architecture({"head.weight": torch.ones(3, 2), "head.bias": torch.ones(3)}, "max")
     with pytest.raises(ValueError, match="more than one recurrent layer"):
         infer_architecture({**state, **{f"rnn2.{k[4:]}": v for k, v in state.items() if k.startswith("rnn.")}})
-    mean_state = _rename(TorchSequenceClassifier(ClassifierConfig(
+    mean_state = rename_prefixes(TorchSequenceClassifier(ClassifierConfig(
         vocab_size=5, embedding_dim=2, hidden_size=5, num_classes=3, pooling="mean")).state_dict(), USER_PATHS,
         to_user=True)
     with pytest.raises(ValueError, match="reads 10 features; pooling 'last' of this recurrent layer gives 5"):
