@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
-from s2l_jax.params import check_shapes, expected_shapes, flatten, unflatten
+from s2l_jax.params import WEIGHT_DTYPES, check_shapes, check_weights, expected_shapes, flatten, to_jax, unflatten
+from s2l_jax.pooling import POOLINGS
 from s2l_jax.recurrent import GRU, LSTM, RNN
 
 RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.RNN)
@@ -55,6 +56,8 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
     its rate; any other module holding parameters is refused. With `require_pooling=False` (only the paths are
     wanted) a missing `pooling` is guessed from the classifier's width.
     """
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
     parts: dict[type, list[tuple[str, nn.Module]]] = {nn.Embedding: [], nn.RNNBase: [], nn.Linear: [], nn.Dropout: []}
     for path, sub in module.named_modules():
         kind = next((t for t in parts if isinstance(sub, t)), None)
@@ -120,11 +123,24 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
     return Structure(config, paths)
 
 
-def _to_jax(t: torch.Tensor) -> jax.Array:
-    a = t.detach().cpu().numpy()
-    if a.dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise ValueError("the torch weights are float64: enable jax_enable_x64 to convert them losslessly")
-    return jnp.asarray(a)
+def tensor_to_numpy(name: str, t: torch.Tensor, what: str = "state_dict") -> np.ndarray:
+    """A tensor's values as a NumPy array of the same dtype (bfloat16 as ml_dtypes' bfloat16)."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes  # ships with jax
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    try:
+        return t.numpy()
+    except TypeError as e:  # float8, quantised and other dtypes NumPy cannot hold
+        raise ValueError(f"{what}: weights must be {WEIGHT_DTYPES}: {name!r} has dtype {t.dtype}") from e
+
+
+def _checked_params(module: nn.Module) -> dict[str, jax.Array]:
+    """The module's state_dict as JAX arrays, through `check_weights` (floating point, finite) and `to_jax`."""
+    what = f"{type(module).__name__} state_dict"
+    flat = {k: tensor_to_numpy(k, v, what) for k, v in module.state_dict().items()}
+    return to_jax(check_weights(flat, what), what)
 
 
 def rename_prefixes(flat: dict, paths: dict[str, str], to_user: bool) -> dict:
@@ -148,7 +164,7 @@ def from_torch(module: nn.Module, *, pooling: str | None = None):
     """
     if isinstance(module, RECURRENT_TYPES):
         flax_module = flax_recurrent(module)
-        given = {k: _to_jax(v) for k, v in module.state_dict().items()}
+        given = _checked_params(module)
         x = jnp.zeros((1, 1, module.input_size), jnp.float32)
         check_shapes(expected_shapes(flax_module, x), given)
         return flax_module, {"params": given}
@@ -156,7 +172,7 @@ def from_torch(module: nn.Module, *, pooling: str | None = None):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     structure = discover(module, pooling)
     flax_module = SequenceClassifier(structure.config)
-    flat = rename_prefixes({k: _to_jax(v) for k, v in module.state_dict().items()}, structure.paths, to_user=False)
+    flat = rename_prefixes(_checked_params(module), structure.paths, to_user=False)
     check_shapes(expected_shapes(flax_module, example_inputs(structure.config)), flat)
     return flax_module, {"params": unflatten(flat)}
 

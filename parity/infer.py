@@ -14,6 +14,7 @@ import numpy as np
 
 from s2l_jax.model import ClassifierConfig
 from s2l_jax.params import shape_of
+from s2l_jax.pooling import POOLINGS
 
 RECURRENT_KEY = re.compile(
     r"^(?:(?P<prefix>.+)\.)?(?P<kind>weight|bias)_(?P<mat>ih|hh|hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$")
@@ -64,7 +65,7 @@ def _recurrent(shapes: Mapping[str, tuple]) -> tuple[str, dict]:
     if proj and gates != 4:
         raise ValueError(f"{p}.weight_hr_l0 (a projection) exists only in an LSTM, but gates say {gates}")
     return p, dict(gates=gates, layers=layers, dirs=dirs, hidden=hidden, proj=proj,
-                   bias=f"{p}.bias_ih_l0" in shapes, input_size=w_ih[1])
+                   bias=f"{p}.bias_ih_l0" in shapes or f"{p}.bias_hh_l0" in shapes, input_size=w_ih[1])
 
 
 def _modules(shapes: Mapping[str, tuple], skip: str) -> dict[str, dict[str, tuple]]:
@@ -93,6 +94,10 @@ def infer_architecture(
     `pooling` ("last", "mean", "max") is required unless an attention pair is present; `nonlinearity`
     ("tanh"/"relu") only matters for a plain RNN; `padding_idx` is the embedding's, when the model has one.
     """
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    if nonlinearity not in (None, "tanh", "relu"):
+        raise ValueError(f"unknown nonlinearity {nonlinearity!r}; expected 'tanh' or 'relu'")
     shapes = {k: shape_of(v) for k, v in state_dict.items()}
     notes: list[str] = []
     rnn_path, r = _recurrent(shapes)
@@ -101,9 +106,13 @@ def infer_architecture(
     linears, bare = {}, {}
     for prefix, leaves in _modules(shapes, rnn_path).items():
         w, b = leaves.get("weight"), leaves.get("bias")
-        if w is None or len(w) != 2 or (b is not None and b != (w[0],)):
+        if w is None:
+            raise ValueError(f"module {prefix!r} has a bias {b} but no weight: missing key '{prefix}.weight'")
+        if len(w) != 2:
             raise ValueError(f"unrecognised module {prefix!r} with keys "
                              f"{ {f'{prefix}.{k}': s for k, s in leaves.items()} }: not an Embedding or Linear")
+        if b is not None and b != (w[0],):
+            raise ValueError(f"key '{prefix}.bias' has shape {b}, expected ({w[0]},) to match '{prefix}.weight' {w}")
         (linears if b is not None else bare)[prefix] = w
     paths = {"encoder": rnn_path}
     v = [p for p, w in bare.items() if w == (1, d)]
@@ -114,15 +123,25 @@ def infer_architecture(
         if pooling not in (None, "attention"):
             raise ValueError(f"the weights hold an attention block; pooling {pooling!r} contradicts it")
         pooling = "attention"
+    if not linears:
+        hint = f"; bias-free matrices {bare}: is a '<module>.bias' key missing?" if bare else ""
+        raise ValueError(f"expected one classifier Linear (weight + bias), found none{hint}")
+    if len(bare) > 1:
+        raise ValueError(f"unrecognised bias-free matrices {bare}: expected one Embedding (vocab, {r['input_size']}) "
+                         f"and, for attention, one Linear({d}, 1, bias=False); is a '<module>.bias' key missing?")
     embedding = None
     if bare:
-        if len(bare) > 1 or next(iter(bare.values()))[1] != r["input_size"]:
-            raise ValueError(f"unrecognised bias-free matrices {bare}: expected one Embedding (vocab, "
-                             f"{r['input_size']}) and, for attention, one Linear({d}, 1, bias=False)")
-        embedding, (vocab, _) = next(iter(bare.items()))
+        embedding, (vocab, dim) = next(iter(bare.items()))
+        if dim != r["input_size"]:
+            raise ValueError(f"key '{embedding}.weight' has shape {(vocab, dim)}, expected ({vocab}, "
+                             f"{r['input_size']}): the recurrent layer's '{rnn_path}.weight_ih_l0' reads "
+                             f"{r['input_size']} features")
         paths["embedding"] = embedding
+    else:
+        notes.append(f"no Embedding in the weights: the model reads feature vectors (batch, time, "
+                     f"{r['input_size']}), not token ids")
     if len(linears) != 1:
-        raise ValueError(f"expected one classifier Linear (weight + bias), found {sorted(linears) or 'none'}")
+        raise ValueError(f"expected one classifier Linear (weight + bias), found {sorted(linears)}")
     fc, (classes, fc_in) = next(iter(linears.items()))
     paths["fc"] = fc
     if pooling is None:
@@ -133,7 +152,8 @@ def infer_architecture(
                              "'max' (what the forward pass does)")
     expected_in = width if pooling == "last" else d
     if fc_in != expected_in:
-        raise ValueError(f"classifier {fc!r} reads {fc_in} features; pooling {pooling!r} of this recurrent layer "
+        raise ValueError(f"key '{fc}.weight' has shape {(classes, fc_in)}, expected ({classes}, {expected_in}): "
+                         f"classifier {fc!r} reads {fc_in} features; pooling {pooling!r} of this recurrent layer "
                          f"gives {expected_in}")
     cell = CELL_BY_GATES[r["gates"]]
     if cell == "rnn":

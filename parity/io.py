@@ -5,6 +5,7 @@ config + the user's prefixes in the safetensors metadata, so the round trip rest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -12,17 +13,15 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from parity.convert import rename_prefixes
+from parity.convert import rename_prefixes, tensor_to_numpy
 from parity.infer import Architecture, infer_architecture
-from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
-from s2l_jax.params import check_shapes, expected_shapes, unflatten
-from s2l_jax.weights import CONFIG_KEY, atomic_write, read_safetensors
+from s2l_jax.model import SequenceClassifier, example_inputs
+from s2l_jax.params import check_shapes, check_weights, expected_shapes, to_jax, unflatten
+from s2l_jax.weights import CONFIG_KEY, atomic_write, config_from_metadata, read_safetensors
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 PATHS_KEY = "s2l_torch_paths"  # safetensors metadata: canonical prefix -> the user's module path
@@ -39,15 +38,10 @@ def kind_of(path: str | os.PathLike) -> str:
     raise ValueError(f"{path}: unknown weight file extension {suffix!r}; expected .safetensors, .pt, .pth or .bin")
 
 
-def _tensor_to_numpy(name: str, t) -> np.ndarray:
+def _tensor_to_numpy(name: str, t, what: str) -> np.ndarray:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"entry {name!r} is a {type(t).__name__}, not a tensor: not a state_dict")
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes  # ships with jax
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
+    return tensor_to_numpy(name, t, what)
 
 
 def _unpickler_reason(message: str) -> str:
@@ -83,7 +77,7 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 break
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict (a mapping of names to tensors)")
-    return {str(k): _tensor_to_numpy(str(k), v) for k, v in obj.items()}
+    return {str(k): _tensor_to_numpy(str(k), v, str(path)) for k, v in obj.items()}
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -103,10 +97,11 @@ def write_state_dict(path: str | os.PathLike, flat: Mapping, metadata: Mapping[s
         atomic_write(path, lambda tmp: torch.save(tensors, tmp))
 
 
-def architecture_of(flat: Mapping, metadata: Mapping[str, str], pooling: str | None = None, **hints) -> Architecture:
+def architecture_of(flat: Mapping, metadata: Mapping[str, str], pooling: str | None = None, what: str = "weights",
+                    **hints) -> Architecture:
     """The file's architecture: from the s2l config in its metadata when present, else inferred from the keys."""
     if CONFIG_KEY in metadata:
-        config = ClassifierConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+        config = config_from_metadata(dict(metadata), what)
         if pooling is not None and pooling != config.pooling:
             raise ValueError(f"the file's config says pooling {config.pooling!r}, not {pooling!r}")
         paths = json.loads(metadata.get(PATHS_KEY, "{}"))
@@ -114,17 +109,27 @@ def architecture_of(flat: Mapping, metadata: Mapping[str, str], pooling: str | N
     return infer_architecture(flat, pooling, **hints)
 
 
+def _checked(path, flat: Mapping, metadata: Mapping[str, str], pooling: str | None, **hints):
+    """`(Architecture, canonical flat arrays)` of a file's state_dict: every key and shape checked against the
+    architecture, every value by `check_weights` (half precision upcast to float32, noted on the architecture)."""
+    arch = architecture_of(flat, metadata, pooling, str(path), **hints)
+    canonical = rename_prefixes(flat, arch.paths, to_user=False)
+    check_shapes(expected_shapes(SequenceClassifier(arch.config), example_inputs(arch.config)), canonical,
+                 what=str(path))
+    checked = check_weights(canonical, str(path))
+    upcast = sorted({str(a.dtype) for k, a in canonical.items() if checked[k].dtype != a.dtype})
+    if upcast:
+        note = f"{'/'.join(upcast)} weights upcast to float32 (exact)"
+        arch = dataclasses.replace(arch, notes=arch.notes + (note,))
+    return arch, checked
+
+
 def load_classifier_file(path: str | os.PathLike, pooling: str | None = None, **hints):
     """`(SequenceClassifier, variables, Architecture)` from any weight file: a user's torch state_dict (any
-    prefixes) or an s2l checkpoint. Every key and shape is checked; hints: nonlinearity, padding_idx."""
-    flat, metadata = read_state_dict(path)
-    arch = architecture_of(flat, metadata, pooling, **hints)
-    canonical = rename_prefixes(flat, arch.paths, to_user=False)
-    model = SequenceClassifier(arch.config)
-    check_shapes(expected_shapes(model, example_inputs(arch.config)), canonical, what=str(path))
-    if any(a.dtype == np.float64 for a in canonical.values()) and not jax.config.jax_enable_x64:
-        raise ValueError(f"{path} holds float64 weights: enable jax_enable_x64 to load them losslessly")
-    return model, {"params": unflatten({k: jnp.asarray(v) for k, v in canonical.items()})}, arch
+    prefixes) or an s2l checkpoint. Every key, shape, dtype and value is checked (`_checked`); hints:
+    nonlinearity, padding_idx."""
+    arch, canonical = _checked(path, *read_state_dict(path), pooling, **hints)
+    return SequenceClassifier(arch.config), {"params": unflatten(to_jax(canonical, str(path)))}, arch
 
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | None = None,
@@ -135,16 +140,13 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | 
     torch state_dict under the user's original names (kept in the checkpoint, or those of `names_from`, another
     weight file of the user's model), else the reference model's (`TorchSequenceClassifier`) names."""
     flat, metadata = read_state_dict(src)
-    arch = architecture_of(flat, metadata, pooling, **hints)
-    canonical = rename_prefixes(flat, arch.paths, to_user=False)
-    check_shapes(expected_shapes(SequenceClassifier(arch.config), example_inputs(arch.config)), canonical,
-                 what=str(src))
+    arch, canonical = _checked(src, flat, metadata, pooling, **hints)
     user_paths = json.loads(metadata[PATHS_KEY]) if PATHS_KEY in metadata else dict(arch.paths)
     if names_from is not None:
         ref_flat, ref_meta = read_state_dict(names_from)
-        user_paths = architecture_of(ref_flat, ref_meta, arch.config.pooling).paths
-    to_jax = kind_of(dst) == "safetensors" and CONFIG_KEY not in metadata
-    if to_jax:
+        user_paths = architecture_of(ref_flat, ref_meta, arch.config.pooling, str(names_from)).paths
+    jax_checkpoint = kind_of(dst) == "safetensors" and CONFIG_KEY not in metadata
+    if jax_checkpoint:
         write_state_dict(dst, canonical, {CONFIG_KEY: json.dumps(arch.config.to_dict()),
                                           PATHS_KEY: json.dumps(user_paths)})
     else:

@@ -1,6 +1,7 @@
 """`s2l parity WEIGHTS`: build the torch reference model and the JAX model from one weight file, check forward,
 gradients and (with `--steps`) a training trajectory on generated inputs, print a table, write a report.
-Exit 0 on pass, 1 on fail, 2 on bad input (missing/corrupt file, unrecognised keys)."""
+Exit 0 on pass, 1 on fail, 2 on bad input (missing/corrupt file, unrecognised keys, non-float or NaN/Inf
+weights)."""
 
 from __future__ import annotations
 

@@ -20,10 +20,17 @@ def sequence_mask(lengths: jax.Array, total_length: int) -> jax.Array:
     return jnp.arange(total_length)[None, :] < jnp.asarray(lengths)[:, None]
 
 
+def lengths_in_range(lengths: jax.Array, total_length: int) -> jax.Array:
+    """`(batch,)` bool: True where `1 <= lengths[b] <= total_length` (works under jit, on traced values)."""
+    lengths = jnp.asarray(lengths)
+    return (lengths >= 1) & (lengths <= total_length)
+
+
 def check_lengths(lengths, batch: int, total_length: int) -> jax.Array:
     """Validate `lengths` (one int per sequence, 1 <= length <= T) and return them as int32.
 
-    Values are checked when they are concrete; under jit only shape and dtype can be.
+    Values are checked when they are concrete; under jit only shape and dtype can be (`SequenceClassifier` then
+    turns the logits of a sequence with an out-of-range length into NaN, see `lengths_in_range`).
     """
     lengths = jnp.asarray(lengths)
     if lengths.ndim != 1 or lengths.shape[0] != batch:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from s2l_jax.layers import Embedding, Linear
-from s2l_jax.masks import check_lengths, sequence_mask
+from s2l_jax.masks import check_lengths, lengths_in_range, sequence_mask
 from s2l_jax.pooling import POOLINGS, AttentionPool, last_pool, max_pool, mean_pool
 from s2l_jax.recurrent import CELLS, ScanOptions, make_encoder
 
@@ -136,4 +136,7 @@ class SequenceClassifier(nn.Module):
         else:
             pooled = AttentionPool(self.param_dtype, name="attention")(outputs, mask)
         pooled = nn.Dropout(cfg.dropout, deterministic=deterministic)(pooled)
-        return Linear(cfg.num_classes, param_dtype=self.param_dtype, name="fc")(pooled)  # (batch, classes)
+        logits = Linear(cfg.num_classes, param_dtype=self.param_dtype, name="fc")(pooled)  # (batch, classes)
+        if lengths is not None:  # under jit, lengths outside [1, T] give NaN rows, never a clamped or empty answer
+            logits = jnp.where(lengths_in_range(lengths, x.shape[1])[:, None], logits, jnp.nan)
+        return logits

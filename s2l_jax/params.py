@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -59,8 +60,40 @@ def expected_shapes(module, *example_args, **example_kwargs) -> dict[str, tuple]
 
 
 def check_finite(flat: Mapping[str, Any], what: str = "weights") -> None:
-    """Raise naming the first tensor holding NaN or Inf."""
+    """Raise naming every floating-point tensor holding NaN or Inf (with how many of its values)."""
+    problems = []
     for k, v in flat.items():
         a = np.asarray(v)
-        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-            raise ValueError(f"{what}: tensor {k!r} contains NaN or Inf")
+        if jnp.issubdtype(a.dtype, jnp.floating):  # bfloat16 too, which NumPy does not count as floating
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if bad:
+                problems.append(f"tensor {k!r} contains NaN or Inf ({bad} of {a.size} values)")
+    if problems:
+        raise ValueError(f"{what}: " + "; ".join(problems))
+
+
+WEIGHT_DTYPES = "float16, bfloat16, float32 or float64"
+
+
+def check_weights(flat: Mapping[str, Any], what: str = "weights") -> dict[str, np.ndarray]:
+    """`flat` as NumPy arrays a model can hold, or one ValueError naming every bad tensor.
+
+    Refused: tensors that are not floating point (ints, bools, complex: a state_dict of something else) and NaN or
+    Inf values. Floats narrower than float32 (float16, bfloat16) are upcast to float32, which is exact; float32 and
+    float64 are kept (float64 needs jax_enable_x64 to reach JAX, see `to_jax`)."""
+    arrays = {k: np.asarray(v) for k, v in flat.items()}
+    wrong = [f"{k!r} has dtype {a.dtype}" for k, a in arrays.items() if not jnp.issubdtype(a.dtype, jnp.floating)]
+    if wrong:
+        raise ValueError(f"{what}: weights must be {WEIGHT_DTYPES}: " + ", ".join(wrong))
+    arrays = {k: a.astype(np.float32) if a.itemsize < 4 else a for k, a in arrays.items()}
+    check_finite(arrays, what)
+    return arrays
+
+
+def to_jax(flat: Mapping[str, Any], what: str = "weights") -> dict[str, jax.Array]:
+    """Flat arrays -> JAX arrays, refusing float64 unless jax_enable_x64 is on (JAX would silently round it)."""
+    wide = [k for k, v in flat.items() if np.asarray(v).dtype == np.float64]
+    if wide and not jax.config.jax_enable_x64:
+        raise ValueError(f"{what} holds float64 weights (e.g. {wide[0]!r}): enable jax_enable_x64 to load them "
+                         "losslessly (s2l parity: --float64)")
+    return {k: jnp.asarray(v) for k, v in flat.items()}
