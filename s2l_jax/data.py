@@ -1,30 +1,44 @@
-"""Datasets as padded arrays {inputs, lengths, labels}: the default real dataset and CSV/TSV/JSONL text files."""
+"""Datasets as padded arrays {inputs, lengths, labels}, the default real dataset, and length-bucketed batches.
+
+Batch order is a pure function of (seed, epoch), so a run resumed at (epoch, batch) sees exactly the batches an
+uninterrupted run would have seen.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import re
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-PAD, UNK = "<pad>", "<unk>"
+BUCKET_BATCHES = 16  # batches per length-sorting chunk: small padding, order still random
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """inputs: int32 (N, T) token ids or float32 (N, T, F) features; lengths int32 (N,); labels int32 (N,)."""
+    """inputs: int32 (N, T) token ids or float32 (N, T, F) features; lengths int32 (N,);
+    labels: int32 (N,) class ids, or float32 (N, C) multi-hot for multi-label data."""
 
     inputs: np.ndarray
     lengths: np.ndarray
     labels: np.ndarray
     label_names: tuple[str, ...]
 
+    def __post_init__(self):
+        n = len(self.inputs)
+        if n == 0:
+            raise ValueError("the dataset is empty")
+        if len(self.lengths) != n or len(self.labels) != n:
+            raise ValueError(f"{n} inputs but {len(self.lengths)} lengths and {len(self.labels)} labels")
+        if self.lengths.min() < 1 or self.lengths.max() > self.inputs.shape[1]:
+            raise ValueError(f"lengths must lie in [1, {self.inputs.shape[1]}]")
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
 
     def take(self, idx: np.ndarray) -> Dataset:
         return Dataset(self.inputs[idx], self.lengths[idx], self.labels[idx], self.label_names)
@@ -39,75 +53,75 @@ def load_default() -> Dataset:
     return Dataset(x, np.full(len(x), 8, np.int32), d.target.astype(np.int32), tuple(str(i) for i in range(10)))
 
 
-def tokenize(text: str) -> list[str]:
-    return re.findall(r"\w+|[^\w\s]", text.lower())
-
-
-def build_vocab(texts: list[str], min_freq: int = 1, max_size: int = 20000) -> list[str]:
-    counts = Counter(t for s in texts for t in tokenize(s))
-    words = [w for w, c in counts.most_common() if c >= min_freq][: max_size - 2]
-    return [PAD, UNK, *words]
-
-
-def read_table(path: str | Path, text_col: str, label_col: str) -> tuple[list[str], list[str]]:
-    """(texts, labels) from a CSV/TSV with a header or JSONL; errors name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
-    raw = path.read_text(encoding="utf-8")
-    if not raw.strip():
-        raise ValueError(f"{path} is empty")
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(raw.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: malformed JSON line: {e}") from e
-    else:
-        rows = list(csv.DictReader(raw.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ","))
-    if not rows:
-        raise ValueError(f"{path} has a header but no rows")
-    for col in (text_col, label_col):
-        if col not in rows[0]:
-            raise ValueError(f"{path} has no column {col!r} (columns: {', '.join(map(str, rows[0]))})")
-    return [str(r[text_col] or "") for r in rows], [str(r[label_col]) for r in rows]
-
-
-def encode_texts(texts: list[str], labels: list[str], vocab: list[str], label_names: tuple[str, ...],
-                 max_len: int = 256) -> Dataset:
-    """Token ids padded to the longest (capped at max_len; longer texts are truncated)."""
-    index = {w: i for i, w in enumerate(vocab)}
-    label_index = {n: i for i, n in enumerate(label_names)}
-    unknown = sorted(set(labels) - set(label_index))
-    if unknown:
-        raise ValueError(f"unknown labels {unknown[:5]} (known: {list(label_names)[:10]})")
-    ids = [[index.get(t, 1) for t in tokenize(s)][:max_len] or [1] for s in texts]
-    T = max(len(x) for x in ids)
-    out = np.zeros((len(ids), T), np.int32)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = x
-    return Dataset(out, np.array([len(x) for x in ids], np.int32),
-                   np.array([label_index[lab] for lab in labels], np.int32), label_names)
-
-
 def split(data: Dataset, valid_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+    if len(data) < 2:
+        raise ValueError(f"cannot hold out validation data from {len(data)} example(s); give --valid")
     order = np.random.default_rng(seed).permutation(len(data))
-    n_valid = max(1, int(len(data) * valid_fraction))
+    n_valid = min(len(data) - 1, max(1, int(len(data) * valid_fraction)))
     return data.take(order[n_valid:]), data.take(order[:n_valid])
 
 
-def batches(data: Dataset, batch_size: int, rng: np.random.Generator | None = None):
-    """Yield (inputs, lengths, labels, count) batches of exactly batch_size rows (the last one padded by repeats;
-    `count` rows are real). Padded lengths are rounded up to powers of two (a bounded set of shapes)."""
-    order = rng.permutation(len(data)) if rng is not None else np.arange(len(data))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        count = len(idx)
-        idx = np.concatenate([idx, np.repeat(idx[:1], batch_size - count)])
-        b = data.take(idx)
-        T = int(b.lengths.max())
-        T = 1 << (T - 1).bit_length()  # bounded set of padded lengths: powers of two
-        T = min(T, data.inputs.shape[1])
-        yield b.inputs[:, :T], b.lengths, b.labels, count
+def epoch_plan(data: Dataset, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Row indices of each batch of one epoch: shuffled, then sorted by length within chunks of
+    BUCKET_BATCHES batches so a batch holds similar lengths, then the batches shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(data))
+    chunk = batch_size * BUCKET_BATCHES
+    plan = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[np.argsort(data.lengths[part], kind="stable")]
+        plan += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [plan[i] for i in rng.permutation(len(plan))]
+
+
+def gather(data: Dataset, idx: np.ndarray, batch_size: int):
+    """(inputs, lengths, labels, count): rows `idx` padded to `batch_size` rows by repeating the first (`count`
+    rows are real) and to a power-of-two length (a bounded set of shapes, so few recompilations)."""
+    count = len(idx)
+    idx = np.concatenate([idx, np.repeat(idx[:1], batch_size - count)])
+    T = int(data.lengths[idx].max())
+    T = min(1 << (T - 1).bit_length(), data.inputs.shape[1])
+    return data.inputs[idx, :T], data.lengths[idx], data.labels[idx], count
+
+
+def batches(data: Dataset, batch_size: int) -> Iterator[tuple]:
+    """All rows in order (for evaluation and prediction), as `gather` batches."""
+    for start in range(0, len(data), batch_size):
+        yield gather(data, np.arange(start, min(start + batch_size, len(data))), batch_size)
+
+
+def label_names_of(labels: list[str], sep: str | None = None) -> tuple[str, ...]:
+    """Sorted label vocabulary; with `sep` (multi-label) each label string is a `sep`-joined set."""
+    if sep is None:
+        return tuple(sorted(set(labels)))
+    return tuple(sorted({p for lab in labels for p in lab.split(sep) if p}))
+
+
+def encode_labels(labels: list[str], names: tuple[str, ...], sep: str | None = None) -> np.ndarray:
+    """int32 (N,) class ids, or with `sep` float32 (N, C) multi-hot; labels outside `names` are an error."""
+    index = {n: i for i, n in enumerate(names)}
+    parts = [[p for p in lab.split(sep) if p] for lab in labels] if sep is not None else [[lab] for lab in labels]
+    unknown = sorted({p for ps in parts for p in ps} - set(index))
+    if unknown:
+        raise ValueError(f"unknown labels {unknown[:5]} (not seen in training; known: {list(names)[:10]})")
+    if sep is None:
+        return np.array([index[ps[0]] for ps in parts], np.int32)
+    out = np.zeros((len(parts), len(names)), np.float32)
+    for i, ps in enumerate(parts):
+        out[i, [index[p] for p in ps]] = 1.0
+    return out
+
+
+def limit_length(lengths: list[int], max_len: int, on_long: str, what: str, warn) -> None:
+    """Sequences longer than `max_len`: an error (`on_long="error"`) or truncated with one warning."""
+    long = [i for i, n in enumerate(lengths) if n > max_len]
+    if not long:
+        return
+    msg = f"{len(long)} of {len(lengths)} sequences in {what} are longer than --max-len {max_len} " \
+          f"(first: row {long[0]})"
+    if on_long == "error":
+        raise ValueError(msg + "; raise --max-len or pass --on-long truncate")
+    if on_long != "truncate":
+        raise ValueError(f"on_long must be 'truncate' or 'error', got {on_long!r}")
+    warn(msg + "; truncated")

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import sys
 
-from s2l_jax.run_dir import eval_step_for, load_run, load_texts
+from s2l_jax.run_dir import eval_step_for, load_run, read_labelled
 from s2l_jax.train import evaluate
+from s2l_jax.weights import atomic_write
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
-    p.add_argument("--data", required=True)
-    p.add_argument("--text-col", default="text")
-    p.add_argument("--label-col", default="label")
+    p.add_argument("--data", required=True, help="labelled file of the kind the run was trained on")
+    p.add_argument("--text-col", help="default: the column training used")
+    p.add_argument("--label-col", help="default: the column training used")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--batch-size", type=int, default=64)
 
 
 def run(args: argparse.Namespace) -> int:
     model, params, meta = load_run(args.run_dir)
-    data = load_texts(args.data, meta, args.text_col, args.label_col)
-    m = evaluate(eval_step_for(model), params, data, args.batch_size)
+    meta |= {k: v for k, v in (("text_col", args.text_col), ("label_col", args.label_col)) if v}
+    data = read_labelled(args.data, meta, warn=lambda m: print(f"s2l evaluate: warning: {m}", file=sys.stderr))
+    m = evaluate(eval_step_for(model, meta), params, data, args.batch_size)
     print(f"loss {m['loss']:.4f}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(m))
+        atomic_write(args.json_out, lambda tmp: open(tmp, "w").write(json.dumps(m)))
     return 0

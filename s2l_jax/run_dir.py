@@ -1,42 +1,74 @@
-"""A training output directory: model.safetensors + meta.json (labels, vocabulary, history)."""
+"""A trained run directory: `model.safetensors` (weights + config) and `meta.json` (what the data looked like:
+kind, labels, vocabulary, label separator, maximum length), and reading new data exactly as training did."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
-from s2l_jax.data import encode_texts, read_table
+from s2l_jax.data import Dataset
+from s2l_jax.text import encode_texts, read_table
 from s2l_jax.train import make_steps
+from s2l_jax.ts_format import read_ts, series_dataset
 from s2l_jax.weights import load_classifier
 
 
 def load_run(directory: str | Path):
     """(model, params, meta) of a trained run; a missing directory or file is a clear error."""
     d = Path(directory)
-    if not (d / "meta.json").is_file():
-        raise FileNotFoundError(f"{d} is not a trained run (no meta.json)")
+    if not (d / "meta.json").is_file() or not (d / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{d} is not a trained run (needs meta.json and model.safetensors)")
     model, variables = load_classifier(d / "model.safetensors")
     return model, variables["params"], json.loads((d / "meta.json").read_text())
 
 
-def eval_step_for(model):
+def read_meta_of_checkpoint(checkpoint: Path) -> dict:
+    """The data description a checkpoint was trained with (its vocabulary and labels are reused on resume)."""
+    return json.loads((checkpoint / "state.json").read_text())["meta"]
+
+
+def eval_step_for(model, meta: dict):
     import optax
 
-    return make_steps(model, optax.identity())[1]
+    return make_steps(model, optax.identity(), multi_label=meta.get("label_sep") is not None)[1]
 
 
-def load_texts(path, meta: dict, text_col: str = "text", label_col: str = "label"):
-    """A labelled text file encoded with the run's vocabulary; labels the run never saw are an error."""
-    if meta["vocab"] is None:
-        raise ValueError("this run was trained on numeric sequences; --data must be a text run's file")
-    texts, labels = read_table(path, text_col, label_col)
-    return encode_texts(texts, labels, meta["vocab"], tuple(meta["labels"]))
+def _check_kind(path, meta: dict) -> None:
+    kind = meta.get("kind", "text")
+    if kind == "digits":
+        raise ValueError("this run was trained on the built-in digits dataset; it has no file format to read")
+    if (Path(path).suffix == ".ts") != (kind == "series"):
+        want = "a .ts file" if kind == "series" else "a text file (CSV/TSV/JSONL)"
+        raise ValueError(f"this run was trained on {kind} data; {path} is not {want}")
 
 
-def encode_unlabelled(texts: list[str], meta: dict):
-    """Texts encoded with the run's vocabulary, with placeholder labels (for prediction)."""
-    if meta["vocab"] is None:
-        raise ValueError("this run was trained on numeric sequences; predict reads text")
+def read_labelled(path, meta: dict, on_long: str = "truncate", warn=warnings.warn) -> Dataset:
+    """A labelled file encoded as the run's training data was; labels the run never saw are an error."""
+    _check_kind(path, meta)
+    names = tuple(meta["labels"])
+    if meta.get("kind") == "series":
+        series, labels, _ = read_ts(path)
+        if labels is None:
+            raise ValueError(f"{path} has no class labels (@classLabel false)")
+        return series_dataset(series, labels, names, meta["max_len"], on_long, str(path), warn)
+    texts, labels = read_table(path, meta.get("text_col", "text"), meta.get("label_col", "label"))
+    return encode_texts(texts, labels, meta["vocab"], names, meta.get("max_len", 256), on_long,
+                        meta.get("label_sep"), str(path), warn)
+
+
+def read_unlabelled(path: str | None, texts: list[str] | None, meta: dict, warn=warnings.warn) -> Dataset:
+    """Inputs to predict: a file (a `.ts` file, or a text table's text column) or a list of texts."""
+    names, sep = tuple(meta["labels"]), meta.get("label_sep")
+    if path is not None:
+        _check_kind(path, meta)
+        if meta.get("kind") == "series":
+            series, _, _ = read_ts(path)
+            return series_dataset(series, None, names, meta["max_len"], "truncate", str(path), warn)
+        texts, _ = read_table(path, meta.get("text_col", "text"), None)
+    elif meta.get("kind", "text") != "text":
+        raise ValueError(f"this run was trained on {meta['kind']} data; give --data FILE")
     if not texts:
         raise ValueError("no input texts")
-    return encode_texts(texts, [meta["labels"][0]] * len(texts), meta["vocab"], tuple(meta["labels"]))
+    return encode_texts(texts, None, meta["vocab"], names, meta.get("max_len", 256), "truncate", sep, "the input",
+                        warn)

@@ -1,8 +1,12 @@
-"""Training: optax AdamW with clipping and warmup+cosine, jit-compiled train/eval steps, masked metrics."""
+"""Training math: the optimizer (AdamW, clipping, warmup + decay), jit-compiled train/eval steps, metrics.
+
+Losses are masked by per-row weights (padding rows of the last batch weigh 0). Multi-class uses softmax
+cross-entropy, multi-label sigmoid binary cross-entropy. With `precision="bfloat16"` the forward and backward
+run in bfloat16 while params, gradients and optimizer state stay float32.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import jax
@@ -11,87 +15,131 @@ import numpy as np
 import optax
 
 from s2l_jax.data import Dataset, batches
-from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.model import SequenceClassifier
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How to train. `patience` epochs without a better validation loss stop the run (0: never);
+    `checkpoint_every` steps write a resumable checkpoint (0: at each epoch's end only)."""
+
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
     warmup_steps: int = 50
+    schedule: str = "cosine"
     seed: int = 0
+    precision: str = "float32"
+    patience: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
+        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_steps", "patience", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
+    warmup = min(cfg.warmup_steps, total_steps // 2)
+    peak = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, 1))
+    end = 0.0 if cfg.schedule == "linear" else peak
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup),
+                                 optax.linear_schedule(peak, end, max(total_steps - warmup, 1))], [warmup])
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, min(cfg.warmup_steps, total_steps // 2),
-                                                  max(total_steps, 1))
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                       optax.adamw(make_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
 
 
-def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation):
-    """(train_step, eval_step), both jitted with params as arguments."""
+def _compute_dtype(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
-    def loss_fn(params, x, lengths, labels, weights):
-        logits = model.apply({"params": params}, x, lengths=lengths)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, precision: str = "float32",
+               seed: int = 0, multi_label: bool = False):
+    """(train_step, eval_step), jitted with params as arguments.
+
+    train_step(params, opt_state, step, x, lengths, labels, weights) -> (params, opt_state, loss, finite), where
+    `finite` says loss and every gradient are finite (the caller keeps the old params otherwise); dropout's key
+    is `fold_in(key(seed), step)`, so it depends on the step alone and a resumed run draws the same masks.
+    eval_step(params, x, lengths, labels, weights) -> (loss, predictions): class ids, or a bool (B, C) multi-hot.
+    """
+    dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
+
+    def loss_fn(params, x, lengths, labels, weights, rng=None):
+        if dtype != jnp.float32:
+            params, x = _compute_dtype(params, dtype), _compute_dtype(x, dtype)
+        kwargs = {"deterministic": False, "rngs": {"dropout": rng}} if rng is not None else {}
+        logits = model.apply({"params": params}, x, lengths=lengths, **kwargs).astype(jnp.float32)  # (B, C)
+        if multi_label:
+            losses = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
+        else:
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), logits
 
     @jax.jit
-    def train_step(params, opt_state, x, lengths, labels, weights):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, lengths, labels, weights)
+    def train_step(params, opt_state, step, x, lengths, labels, weights):
+        rng = jax.random.fold_in(jax.random.key(seed), step)
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, lengths, labels, weights, rng)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, loss, finite
 
     @jax.jit
     def eval_step(params, x, lengths, labels, weights):
         loss, logits = loss_fn(params, x, lengths, labels, weights)
-        return loss, jnp.argmax(logits, -1)
+        return loss, (logits > 0) if multi_label else jnp.argmax(logits, -1)
 
     return train_step, eval_step
 
 
-def evaluate(eval_step, params, data: Dataset, batch_size: int) -> dict:
-    """Loss, accuracy and macro-F1 over the whole dataset (padding rows excluded)."""
+def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
+    """Accuracy (exact match for multi-label) and macro-F1 over the classes present in labels or predictions."""
+    if y.ndim == 2:
+        accuracy = float(np.mean(np.all(pred == (y > 0.5), axis=1)))
+        pred_c, true_c = pred.astype(bool), y > 0.5  # (N, C)
+    else:
+        accuracy = float(np.mean(pred == y))
+        pred_c, true_c = pred[:, None] == np.arange(num_classes), y[:, None] == np.arange(num_classes)
+    tp = np.sum(pred_c & true_c, axis=0)
+    denom = np.sum(pred_c, axis=0) + np.sum(true_c, axis=0)
+    present = denom > 0
+    f1 = float(np.mean(2 * tp[present] / denom[present])) if present.any() else 0.0
+    return {"accuracy": accuracy, "macro_f1": f1}
+
+
+def predict(eval_step, params, data: Dataset, batch_size: int) -> tuple[float, np.ndarray]:
+    """(mean loss, predictions) over the whole dataset, padding rows excluded."""
     total, preds = 0.0, []
     for x, lengths, labels, count in batches(data, batch_size):
         w = (np.arange(len(labels)) < count).astype(np.float32)
         loss, p = eval_step(params, x, lengths, labels, w)
         total += float(loss) * count
         preds.append(np.asarray(p)[:count])
-    pred = np.concatenate(preds)
-    y = data.labels
-    f1s = []
-    for c in range(len(data.label_names)):
-        tp = np.sum((pred == c) & (y == c))
-        denom = np.sum(pred == c) + np.sum(y == c)
-        if np.sum(y == c) or np.sum(pred == c):
-            f1s.append(2 * tp / denom)
-    return {"loss": total / len(data), "accuracy": float(np.mean(pred == y)), "macro_f1": float(np.mean(f1s))}
+    return total / len(data), np.concatenate(preds)
 
 
-def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Dataset, log=print):
-    """Train from scratch; returns (params, history)."""
-    model = SequenceClassifier(model_cfg)
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    tx = make_optimizer(cfg, steps_per_epoch * cfg.epochs)
-    params = model.init(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
-    opt_state = tx.init(params)
-    train_step, eval_step = make_steps(model, tx)
-    rng = np.random.default_rng(cfg.seed)
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        for x, lengths, labels, count in batches(train, cfg.batch_size, rng):
-            w = (np.arange(len(labels)) < count).astype(np.float32)
-            params, opt_state, loss = train_step(params, opt_state, x, lengths, labels, w)
-            if not np.isfinite(float(loss)):
-                raise ValueError(f"loss became {float(loss)} at epoch {epoch}: lower the learning rate")
-        metrics = evaluate(eval_step, params, valid, cfg.batch_size)
-        metrics.update(epoch=epoch, train_loss=float(loss), seconds=time.perf_counter() - t0)
-        history.append(metrics)
-        log(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}  valid loss {metrics['loss']:.4f}  "
-            f"acc {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ({metrics['seconds']:.1f}s)")
-    return params, history
+def evaluate(eval_step, params, data: Dataset, batch_size: int) -> dict:
+    """Loss, accuracy and macro-F1 over the whole dataset."""
+    loss, pred = predict(eval_step, params, data, batch_size)
+    return {"loss": loss, **classification_metrics(pred, data.labels, len(data.label_names))}

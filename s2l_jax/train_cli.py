@@ -1,51 +1,107 @@
-"""`s2l train`: flags -> ClassifierConfig (preset) + TrainConfig; default data is scikit-learn's digits."""
+"""`s2l train`: flags -> ClassifierConfig (a preset) + TrainConfig; data from a text table, a `.ts` file, or
+scikit-learn's digits by default."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
-from s2l_jax.data import build_vocab, encode_texts, load_default, read_table, split
+from s2l_jax.checkpoint import latest_checkpoint
 from s2l_jax.model import PRESETS
-from s2l_jax.train import TrainConfig, fit
-from s2l_jax.weights import atomic_write, save_weights
+from s2l_jax.run_dir import read_labelled, read_meta_of_checkpoint
+from s2l_jax.text import build_vocab, read_table
+from s2l_jax.train import PRECISIONS, SCHEDULES, TrainConfig
+from s2l_jax.trainer import fit
+from s2l_jax.ts_format import read_ts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="CSV/TSV (header) or JSONL training file; default: scikit-learn digits")
+    d = TrainConfig()
+    p.add_argument("--data", help="CSV/TSV (header) or JSONL text file, or a UCR/UEA .ts file; "
+                                   "default: scikit-learn's digits")
     p.add_argument("--valid", help="validation file (default: 20%% of --data)")
     p.add_argument("--text-col", default="text")
     p.add_argument("--label-col", default="label")
+    p.add_argument("--multi-label", action="store_true", help="labels are sets joined by --label-sep (sigmoid BCE)")
+    p.add_argument("--label-sep", default="|")
     p.add_argument("--preset", choices=sorted(PRESETS), default="mean")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    p.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=int, default=d.warmup_steps, help="warmup steps")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--clip", type=float, default=d.clip_norm, help="global gradient-norm clip")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="bfloat16: compute in bf16, params and optimizer state in float32")
+    p.add_argument("--patience", type=int, default=d.patience, help="early stop after N epochs without a better "
+                                                                    "validation loss (0: never)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps (0: each epoch end)")
+    p.add_argument("--max-len", type=int, default=256, help="longest sequence kept (tokens or time steps)")
+    p.add_argument("--on-long", choices=("truncate", "error"), default="truncate")
+    p.add_argument("--min-freq", type=int, default=1, help="vocabulary: minimum word count")
+    p.add_argument("--max-vocab", type=int, default=20000)
     p.add_argument("--out", default="runs/train")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="live progress bar (default: when stderr is a terminal)")
+
+
+def _warn(message: str) -> None:
+    print(f"s2l train: warning: {message}", file=sys.stderr)
+
+
+def load_data(args: argparse.Namespace, stored_meta: dict | None):
+    """(train, valid, meta, input description for the model config)."""
+    from s2l_jax.data import label_names_of, load_default, split
+
+    if args.data is None:
+        train, valid = split(load_default(), seed=args.seed)
+        return train, valid, {"kind": "digits", "labels": list(train.label_names), "vocab": None}, {
+            "vocab_size": None, "input_size": 8, "hidden_size": 64}
+    sep = args.label_sep if args.multi_label else None
+    if Path(args.data).suffix == ".ts":
+        if args.multi_label:
+            raise ValueError(".ts files hold one class per series; --multi-label applies to text files")
+        series, labels, declared = read_ts(args.data)
+        if labels is None:
+            raise ValueError(f"{args.data} has no class labels (@classLabel false); training needs them")
+        meta = stored_meta or {"kind": "series", "labels": list(declared or label_names_of(labels)), "vocab": None,
+                               "input_size": int(series[0].shape[1])}
+    else:
+        texts, labels = read_table(args.data, args.text_col, args.label_col)
+        meta = stored_meta or {"kind": "text", "labels": list(label_names_of(labels, sep)),
+                               "vocab": build_vocab(texts, args.min_freq, args.max_vocab)}
+    meta |= {"label_sep": sep, "max_len": args.max_len, "text_col": args.text_col, "label_col": args.label_col}
+    data = read_labelled(args.data, meta, on_long=args.on_long, warn=_warn)
+    train, valid = (data, read_labelled(args.valid, meta, on_long=args.on_long, warn=_warn)) if args.valid \
+        else split(data, seed=args.seed)
+    model_input = ({"vocab_size": len(meta["vocab"]), "padding_idx": 0} if meta["kind"] == "text"
+                   else {"vocab_size": None, "input_size": meta["input_size"]})
+    return train, valid, meta, model_input
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.data is None:
-        train, valid = split(load_default())
-        model_cfg = PRESETS[args.preset].replace(vocab_size=None, input_size=8, hidden_size=64,
-                                                 num_classes=10)
-        vocab = None
-    else:
-        texts, labels = read_table(args.data, args.text_col, args.label_col)
-        names = tuple(sorted(set(labels)))
-        if args.valid:
-            vtexts, vlabels = read_table(args.valid, args.text_col, args.label_col)
-        vocab = build_vocab(texts)
-        data = encode_texts(texts, labels, vocab, names)
-        train, valid = (data, encode_texts(vtexts, vlabels, vocab, names)) if args.valid else split(data)
-        model_cfg = PRESETS[args.preset].replace(vocab_size=len(vocab), num_classes=len(names), padding_idx=0)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)
-    t0 = time.perf_counter()
-    params, history = fit(model_cfg, cfg, train, valid)
     out = Path(args.out)
-    save_weights(out / "model.safetensors", params, model_cfg)
-    meta = {"labels": list(train.label_names), "vocab": vocab, "history": history}
-    atomic_write(out / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))
-    print(f"done in {time.perf_counter() - t0:.1f}s: valid accuracy {history[-1]['accuracy']:.4f}; saved {out}")
+    ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
+    train, valid, meta, model_input = load_data(args, read_meta_of_checkpoint(ckpt) if ckpt else None)
+    model_cfg = PRESETS[args.preset].replace(num_classes=len(meta["labels"]), **model_input)
+    if args.hidden_size:
+        model_cfg = model_cfg.replace(hidden_size=args.hidden_size)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
+                      clip_norm=args.clip, seed=args.seed, precision=args.precision, patience=args.patience,
+                      checkpoint_every=args.checkpoint_every)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    t0 = time.perf_counter()
+    result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,
+                 meta={**meta, "preset": args.preset},
+                 progress=progress)
+    best = result.history[result.best_epoch - 1]
+    print(f"done in {time.perf_counter() - t0:.1f}s: best epoch {result.best_epoch}, valid accuracy "
+          f"{best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}; saved {out}/model.safetensors")
     return 0

@@ -1,26 +1,116 @@
+import dataclasses
+
+import jax
 import numpy as np
 import pytest
 
 from s2l_jax.data import Dataset, load_default, split
 from s2l_jax.model import PRESETS, ClassifierConfig, SequenceClassifier
-from s2l_jax.train import TrainConfig, evaluate, fit, make_steps
+from s2l_jax.train import TrainConfig, classification_metrics, evaluate, make_steps
+from s2l_jax.trainer import TrainingDiverged, fit
+
+QUIET = {"log": lambda s: None}
 
 
-def test_tiny_text_dataset_is_overfit_to_full_accuracy():
+def tiny_text(n: int = 16, seed: int = 0) -> Dataset:
+    """Variable-length token sequences whose label sits in the first token: only reachable through valid steps."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 7, n).astype(np.int32)
+    x = np.zeros((n, 6), np.int32)
+    labels = np.arange(n, dtype=np.int32) % 2
+    for i, k in enumerate(lengths):
+        x[i, :k] = rng.integers(2, 10, k)
+        x[i, 0] = 10 + labels[i]
+    return Dataset(x, lengths, labels, ("a", "b"))
+
+
+def tiny_cfg(pooling: str = "mean") -> ClassifierConfig:
+    return ClassifierConfig(vocab_size=12, embedding_dim=8, hidden_size=16, num_classes=2, pooling=pooling,
+                            bidirectional=pooling != "last", padding_idx=0)
+
+
+FAST = TrainConfig(epochs=40, batch_size=8, learning_rate=1e-2, warmup_steps=2)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+def test_tiny_text_dataset_is_overfit_to_full_accuracy(pooling):
+    data = tiny_text()
+    result = fit(tiny_cfg(pooling), FAST, data, data, **QUIET)
+    assert result.history[-1]["accuracy"] == 1.0
+
+
+def test_bfloat16_compute_learns_and_keeps_float32_params_and_optimizer_state():
+    data = tiny_text()
+    result = fit(tiny_cfg(), dataclasses.replace(FAST, precision="bfloat16"), data, data, **QUIET)
+    assert result.history[-1]["accuracy"] == 1.0
+    assert {a.dtype for a in jax.tree.leaves(result.params)} == {np.dtype(np.float32)}
+
+
+def test_same_seed_twice_gives_bit_identical_params():
+    data = tiny_text()
+    cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, warmup_steps=2)
+    a, b = (fit(tiny_cfg("attention").replace(dropout=0.3), cfg, data, data, **QUIET) for _ in range(2))
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_multi_label_targets_train_with_sigmoid_bce_to_exact_match():
+    base = tiny_text(24, seed=1)
+    y = np.zeros((24, 3), np.float32)  # label 0 from the first token, label 2 from the length, label 1 never
+    y[:, 0] = base.labels
+    y[:, 2] = base.lengths >= 4
+    data = Dataset(base.inputs, base.lengths, y, ("first", "never", "long"))
+    cfg = tiny_cfg().replace(num_classes=3)
+    result = fit(cfg, TrainConfig(epochs=60, batch_size=8, learning_rate=1e-2, warmup_steps=2), data, data, **QUIET)
+    assert result.history[-1]["accuracy"] == 1.0
+
+
+def test_macro_f1_matches_its_definition_on_a_hand_checked_case():
+    pred, y = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1])
+    m = classification_metrics(pred, y, 3)
+    # class 0: P=1/2 R=1 F1=2/3; class 1: P=1 R=1/3 F1=1/2; class 2: F1=0
+    assert m["accuracy"] == 0.5 and m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+
+
+def test_nan_in_a_batch_stops_naming_step_and_rows_and_keeps_the_last_good_checkpoint(tmp_path):
+    from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint
+    from s2l_jax.data import epoch_plan
+
     rng = np.random.default_rng(0)
-    lengths = rng.integers(2, 7, 16).astype(np.int32)
-    x = np.zeros((16, 6), np.int32)
-    labels = np.arange(16, dtype=np.int32) % 2
-    for i, n in enumerate(lengths):
-        x[i, :n] = rng.integers(2, 10, n)
-        x[i, 0] = 10 + labels[i]  # label-bearing first token: only reachable through valid steps
-    data = Dataset(x, lengths, labels, ("a", "b"))
-    for pooling in ("last", "mean", "attention"):
-        cfg = ClassifierConfig(vocab_size=12, embedding_dim=8, hidden_size=16, num_classes=2, pooling=pooling,
-                               padding_idx=0)
-        _, history = fit(cfg, TrainConfig(epochs=40, batch_size=8, learning_rate=1e-2, warmup_steps=2), data, data,
-                         log=lambda s: None)
-        assert history[-1]["accuracy"] == 1.0, pooling
+    x = rng.normal(size=(16, 5, 3)).astype(np.float32)
+    data = Dataset(x, np.full(16, 5, np.int32), np.arange(16, dtype=np.int32) % 2, ("a", "b"))
+    bad = int(epoch_plan(data, 4, seed=0, epoch=1)[-1][0])  # a row of the epoch's 4th and last batch
+    x[bad, 2, 1] = np.nan
+    cfg = ClassifierConfig(vocab_size=None, input_size=3, hidden_size=4, num_classes=2, pooling="mean")
+    tc = TrainConfig(epochs=2, batch_size=4, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match=rf"not finite at step 4 .*rows \[[^]]*\b{bad}\b.*step_00000003"):
+        fit(cfg, tc, data, data, out=tmp_path, **QUIET)
+    ckpt = latest_checkpoint(tmp_path / "checkpoints")
+    assert ckpt.name == "step_00000003"
+    params, _, state = load_checkpoint(ckpt, *_templates(cfg, tc, data))
+    assert state["step"] == 3 and all(np.isfinite(a).all() for a in jax.tree.leaves(params))
+
+
+def _templates(cfg, tc, data):
+    from s2l_jax.train import make_optimizer
+
+    params = SequenceClassifier(cfg).init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
+    return params, make_optimizer(tc, 8).init(params)
+
+
+def test_early_stopping_keeps_the_best_epoch_when_validation_gets_worse(tmp_path):
+    data = tiny_text()
+    flipped = Dataset(data.inputs, data.lengths, 1 - data.labels, data.label_names)  # learning train hurts valid
+    cfg = TrainConfig(epochs=30, batch_size=8, learning_rate=1e-2, warmup_steps=2, patience=2)
+    result = fit(tiny_cfg(), cfg, data, flipped, out=tmp_path, **QUIET)
+    assert result.stopped_early and len(result.history) < 30
+    losses = [h["valid_loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1 and len(losses) - result.best_epoch == 2
+    from s2l_jax.weights import load_weights
+
+    saved, _ = load_weights(tmp_path / "model.safetensors")
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(result.best_params), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_trained_model_exported_to_torch_predicts_the_same_validation_labels():
@@ -33,7 +123,7 @@ def test_trained_model_exported_to_torch_predicts_the_same_validation_labels():
     train = train.take(np.arange(256))
     cfg = PRESETS["attention"].replace(vocab_size=None, input_size=8, hidden_size=16, num_classes=10)
     tc = TrainConfig(epochs=6, batch_size=32, learning_rate=1e-2, warmup_steps=2)
-    params, _ = fit(cfg, tc, train, valid, log=lambda s: None)
+    params = fit(cfg, tc, train, valid, **QUIET).params
     model = parity.to_torch({"params": params}, parity.TorchSequenceClassifier(cfg)).eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(valid.inputs), torch.from_numpy(valid.lengths.astype(np.int64)))

@@ -1,3 +1,9 @@
+import io
+import json
+
+import numpy as np
+import pytest
+
 from s2l_jax.cli import main
 
 
@@ -12,19 +18,19 @@ def test_missing_text_column_is_a_one_line_error_exit_2(tmp_path, capsys):
     f = tmp_path / "d.csv"
     f.write_text("words,label\nhi,pos\n")
     assert main(["train", "--data", str(f), "--out", str(tmp_path / "o")]) == 2
-    assert "no column 'text'" in capsys.readouterr().err
+    assert "no column 'text' (columns: words, label)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_empty_data_file_is_an_error_exit_2(tmp_path, capsys):
     f = tmp_path / "d.csv"
     f.write_text("")
     assert main(["train", "--data", str(f), "--out", str(tmp_path / "o")]) == 2
-    assert "empty" in capsys.readouterr().err
+    assert "d.csv is empty" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
-    import json
-
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
     assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "o")]) == 0
@@ -32,13 +38,14 @@ def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
     assert set(json.loads((tmp_path / "m.json").read_text())) == {"loss", "accuracy", "macro_f1"}
     g = tmp_path / "u.csv"
     g.write_text("text,label\ngood,maybe\n")
-    assert main(["evaluate", str(tmp_path / "o"), "--data", str(g)]) == 2
-    assert "unknown labels" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o"), "--data", str(g), "--json", str(tmp_path / "u.json")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown labels ['maybe'] (not seen in training" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "u.json").exists()
 
 
 def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
-    import io
-
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
     assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "o")]) == 0
@@ -47,3 +54,131 @@ def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
     assert main(["predict", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.split()
     assert len(lines) == 3 and set(lines) <= {"pos", "neg"}
+
+
+def write_ts(path, n=24, multivariate=False):
+    """A UCR/UEA-style .ts file: variable-length series, class = sign of the series' first value."""
+    rng = np.random.default_rng(0)
+    lines = ["# tiny test file", "@problemName Tiny", "@timeStamps false", "@missing false",
+             f"@univariate {'false' if multivariate else 'true'}", "@equalLength false", "@classLabel true up down",
+             "@data"]
+    for i in range(n):
+        label = ("up", "down")[i % 2]
+        x = rng.normal(size=rng.integers(3, 9)) * 0.1 + (1.0 if label == "up" else -1.0)
+        dims = [x, x[::-1]] if multivariate else [x]
+        lines.append(":".join(",".join(f"{v:.4f}" for v in d) for d in dims) + f":{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_ts_series_train_evaluate_and_predict_without_an_embedding(tmp_path, capsys):
+    f = tmp_path / "train.ts"
+    write_ts(f, multivariate=True)
+    out = tmp_path / "o"
+    assert main(["train", "--data", str(f), "--valid", str(f), "--epochs", "15", "--batch-size", "8", "--lr", "1e-2",
+                 "--warmup", "2", "--hidden-size", "8", "--out", str(out)]) == 0
+    from s2l_jax.weights import load_weights
+
+    params, config = load_weights(out / "model.safetensors")
+    assert config.vocab_size is None and config.input_size == 2 and "embedding" not in params
+    assert main(["evaluate", str(out), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == 1.0
+    capsys.readouterr()
+    assert main(["predict", str(out), "--data", str(f)]) == 0
+    assert capsys.readouterr().out.split() == ["up", "down"] * 12
+
+
+def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "d.jsonl"
+    rows = [{"text": f"{a} {b} {i}", "label": "|".join(t for t, w in (("x", a), ("y", b)) if w.startswith("has"))}
+            for i in range(6) for a in ("hasx", "nox") for b in ("hasy", "noy")]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows if r["label"]))
+    out = tmp_path / "o"
+    assert main(["train", "--data", str(f), "--valid", str(f), "--multi-label", "--epochs", "30", "--batch-size", "6",
+                 "--lr", "2e-2", "--warmup", "2", "--hidden-size", "8", "--out", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("hasx hasy\nhasx noy\nnox hasy\n"))
+    assert main(["predict", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["x|y", "x", "y"]
+
+
+def test_long_sequences_are_truncated_with_a_warning_or_refused_by_flag(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"a b c d e f {i},pos\nshort {i},neg\n" for i in range(4)))
+    args = ["train", "--data", str(f), "--epochs", "1", "--batch-size", "4", "--max-len", "3"]
+    assert main([*args, "--out", str(tmp_path / "t")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 4 of 8 sequences in" in err and "longer than --max-len 3" in err and "truncated" in err
+    assert main([*args, "--on-long", "error", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "longer than --max-len 3" in err and "--on-long truncate" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e").exists()
+
+
+def test_non_utf8_text_is_a_one_line_error_naming_the_line(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_bytes(b"text,label\nfine,pos\ncaf\xe9,neg\n")
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "o")]) == 2
+    assert "d.csv:3: not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_writes_a_metrics_log_a_plot_and_a_progress_bar(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    out = tmp_path / "o"
+    assert main(["train", "--data", str(f), "--epochs", "3", "--batch-size", "4", "--out", str(out), "--progress"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+    assert [r["step"] for r in records if r["kind"] == "step"] == [10]  # 4 steps per epoch, logged every 10
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "epoch 3/3 [####################] 4/4 loss" in capsys.readouterr().err
+
+
+def test_resume_flag_continues_and_a_finished_run_is_not_overwritten(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    args = ["train", "--data", str(f), "--epochs", "2", "--batch-size", "4", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    before = (tmp_path / "o" / "model.safetensors").read_bytes()
+    assert main(args) == 2
+    assert "already holds a training run; pass --resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0  # already finished: nothing to do, same model
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() == before
+    assert main([*args[:-4], "--batch-size", "8", "--out", str(tmp_path / "o"), "--resume"]) == 2
+    assert "incompatible config: batch_size=4 (flags/config say 8)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body, message", [
+    ("@classLabel true a b\n", "no @data line"),
+    ("@classLabel true a b\n@data\n", "has no series after @data"),
+    ("@classLabel true a b\n@data\n1,2,?:a\n", ":3: missing values ('?') in dimension 0"),
+    ("@classLabel true a b\n@data\n1,2:3:a\n", ":3: dimensions have different lengths [2, 1]"),
+    ("@classLabel true a b\n@data\n1,x:a\n", ":3: dimension 0 is not a list of numbers"),
+    ("@classLabel false\n@data\n1,2\n", "has no class labels (@classLabel false); training needs them"),
+    ("@timeStamps true\n@data\n(0,1):a\n", "time-stamped .ts files are not supported"),
+], ids=["no-data", "no-series", "missing-value", "ragged-dims", "not-numbers", "unlabelled", "timestamps"])
+def test_malformed_ts_files_are_one_line_errors_and_write_nothing(tmp_path, capsys, body, message):
+    f = tmp_path / "d.ts"
+    f.write_text(body)
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluating_a_text_run_on_a_ts_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(4)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "o")]) == 0
+    write_ts(tmp_path / "x.ts")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o"), "--data", str(tmp_path / "x.ts")]) == 2
+    assert "trained on text data; " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_bad_run_directory_is_refused(tmp_path, capsys, command):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\nhi,pos\n")
+    assert main([command, str(tmp_path / "nothing"), "--data", str(f)]) == 2
+    assert "is not a trained run (needs meta.json and model.safetensors)" in capsys.readouterr().err

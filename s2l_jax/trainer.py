@@ -1,0 +1,169 @@
+"""The training loop: epochs of length-bucketed batches, validation, best-model tracking, early stopping,
+resumable checkpoints, a NaN guard, a JSONL log and a plot.
+
+A run directory holds `model.safetensors` (the best model so far by validation loss, torch-named, with its
+config), `meta.json` (labels, vocabulary, history), `checkpoints/step_*` (resumable state), `metrics.jsonl`
+and `curves.png`. Everything a resumed run needs is a function of the checkpoint: batch order of (seed, epoch),
+dropout keys of (seed, step), so resuming ends with parameters identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from s2l_jax.curves import MetricsLog, Progress, plot_curves
+from s2l_jax.data import Dataset, epoch_plan, gather
+from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.sharding import check_batch_size, data_mesh, replicate, shard_batch
+from s2l_jax.train import TrainConfig, evaluate, make_optimizer, make_schedule, make_steps
+from s2l_jax.weights import atomic_write, load_weights, save_weights
+
+
+class TrainingDiverged(ValueError):
+    """The loss or a gradient became NaN/Inf; the message names the step and the batch's rows."""
+
+
+@dataclass
+class FitResult:
+    params: Any  # after the last step
+    best_params: Any  # lowest validation loss
+    history: list[dict]  # one record per epoch
+    best_epoch: int
+    stopped_early: bool
+
+
+def _mismatch(stored: dict, given: dict) -> list[str]:
+    return [f"{k}={stored.get(k)!r} (flags/config say {given[k]!r})" for k in given if stored.get(k) != given[k]]
+
+
+def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: TrainConfig, log):
+    """The checkpoint to resume from (or None), refusing to overwrite an existing run or to resume another one."""
+    if out is None:
+        return None
+    ckpt = latest_checkpoint(out / "checkpoints")
+    if not resume:
+        if ckpt is not None or (out / "model.safetensors").exists():
+            raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another "
+                             "--out (nothing was overwritten)")
+        return None
+    if ckpt is None:
+        log(f"no checkpoint in {out}; starting from scratch")
+        return None
+    state = json.loads((ckpt / "state.json").read_text())
+    problems = _mismatch(state["model_config"], model_cfg.to_dict()) + _mismatch(state["train_config"],
+                                                                                 dataclasses.asdict(cfg))
+    if problems:
+        raise ValueError(f"checkpoint {ckpt} is from an incompatible config: " + "; ".join(problems))
+    return ckpt
+
+
+def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Dataset, out: str | Path | None = None,
+        resume: bool = False, meta: dict | None = None, log=print, progress: bool = False,
+        mesh: jax.sharding.Mesh | None = None) -> FitResult:
+    """Train `model_cfg` on `train`, validating on `valid` after each epoch. With `out`, checkpoint, log and save
+    there; `resume` continues from its latest checkpoint. `meta` (labels, vocabulary, ...) is saved with the run.
+    `mesh`: the data-parallel mesh (default: all devices when there are several)."""
+    out = Path(out) if out is not None else None
+    ckpt = _start(out, resume, model_cfg, cfg, log)
+    if mesh is None and jax.device_count() > 1:
+        mesh = data_mesh()
+    if mesh is not None:
+        check_batch_size(mesh, cfg.batch_size)
+    model = SequenceClassifier(model_cfg)
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    tx = make_optimizer(cfg, total_steps)
+    schedule = make_schedule(cfg, total_steps)
+    params = model.init(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
+    opt_state = tx.init(params)
+    train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label)
+    run = {"epoch": 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0, "history": [], "best_loss": None,
+           "best_epoch": 0, "bad_epochs": 0, "finished": False}
+    best_params, step = params, 0
+    if ckpt is not None:
+        params, opt_state, state = load_checkpoint(ckpt, params, opt_state)
+        run, step = {k: state[k] for k in run}, state["step"]
+        if (out / "model.safetensors").exists():
+            best_params = jax.tree.map(jax.numpy.asarray, load_weights(out / "model.safetensors")[0])
+        log(f"resumed from {ckpt} (epoch {run['epoch']}, batch {run['batch']})")
+    metrics_log = MetricsLog(out / "metrics.jsonl", step if ckpt is not None else None) if out else None
+    if mesh is not None:
+        params, opt_state = replicate(params, mesh), replicate(opt_state, mesh)
+    meta = dict(meta or {})
+
+    def checkpoint() -> None:
+        if out is not None:
+            state = {**run, "model_config": model_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
+                     "rng": {"seed": cfg.seed, "data_order": "default_rng([seed, epoch])",
+                             "dropout": "fold_in(key(seed), step)"}, "meta": meta}
+            save_checkpoint(out / "checkpoints", step, params, opt_state, state, cfg.keep_checkpoints)
+
+    bar = Progress(cfg.epochs, steps_per_epoch, progress)
+    while run["epoch"] <= cfg.epochs and not run["finished"]:
+        epoch, t0 = run["epoch"], time.perf_counter()
+        plan = epoch_plan(train, cfg.batch_size, cfg.seed, epoch)
+        for b in range(run["batch"], len(plan)):
+            x, lengths, labels, count = gather(train, plan[b], cfg.batch_size)
+            weights = (np.arange(cfg.batch_size) < count).astype(np.float32)
+            batch = (x, lengths, labels, weights)
+            if mesh is not None:
+                batch = shard_batch(batch, mesh)
+            new_params, new_opt_state, loss, finite = train_step(params, opt_state, np.int32(step), *batch)
+            loss = float(loss)
+            if not bool(finite):
+                bar.end()
+                last = latest_checkpoint(out / "checkpoints") if out else None
+                rows = plan[b][:count].tolist()
+                raise TrainingDiverged(
+                    f"loss {loss} or a gradient is not finite at step {step + 1} (epoch {epoch}, batch {b + 1}/"
+                    f"{len(plan)}, dataset rows {rows[:8]}{' ...' if len(rows) > 8 else ''}); stopped, params "
+                    f"before this step kept; last good checkpoint: {last or 'none'}. Check those rows or lower --lr")
+            params, opt_state, step = new_params, new_opt_state, step + 1
+            run["batch"], run["loss_sum"], run["loss_count"] = b + 1, run["loss_sum"] + loss, run["loss_count"] + 1
+            bar.update(epoch, b + 1, loss)
+            if metrics_log and step % cfg.log_every == 0:
+                metrics_log.write({"kind": "step", "step": step, "epoch": epoch, "loss": loss,
+                                   "lr": float(schedule(step))})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and b + 1 < len(plan):
+                checkpoint()
+        bar.end()
+        metrics = evaluate(eval_step, params, valid, cfg.batch_size)
+        record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": run["loss_sum"] / run["loss_count"],
+                  "valid_loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                  "seconds": time.perf_counter() - t0}
+        run["history"].append(record)
+        improved = run["best_loss"] is None or metrics["loss"] < run["best_loss"]
+        if improved:
+            run["best_loss"], run["best_epoch"], run["bad_epochs"] = metrics["loss"], epoch, 0
+            best_params = params
+            if out is not None:
+                save_weights(out / "model.safetensors", params, model_cfg)
+        else:
+            run["bad_epochs"] += 1
+        log(f"epoch {epoch}: train loss {record['train_loss']:.4f}  valid loss {record['valid_loss']:.4f}  "
+            f"acc {record['accuracy']:.4f}  macro-F1 {record['macro_f1']:.4f}  ({record['seconds']:.1f}s)"
+            + ("  *" if improved else ""))
+        stop = bool(cfg.patience) and run["bad_epochs"] >= cfg.patience
+        if stop:
+            log(f"early stop: no better validation loss for {cfg.patience} epochs (best: epoch {run['best_epoch']})")
+        run.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, finished=stop)
+        if metrics_log:
+            metrics_log.write(record)
+        checkpoint()
+        if out is not None:
+            info = {**meta, "history": run["history"], "best_epoch": run["best_epoch"],
+                    "train_config": dataclasses.asdict(cfg)}
+            atomic_write(out / "meta.json", lambda tmp, info=info: Path(tmp).write_text(json.dumps(info)))
+    if metrics_log:
+        plot_curves(metrics_log.records(), out / "curves.png")
+    return FitResult(params, best_params, run["history"], run["best_epoch"],
+                     stopped_early=run["finished"] and run["epoch"] <= cfg.epochs)

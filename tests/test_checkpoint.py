@@ -1,0 +1,71 @@
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from test_train import QUIET, tiny_cfg, tiny_text
+
+from s2l_jax.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+from s2l_jax.train import TrainConfig
+from s2l_jax.trainer import fit
+from s2l_jax.weights import read_safetensors
+
+CFG = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, warmup_steps=2, checkpoint_every=3, keep_checkpoints=20)
+
+
+def final_arrays(run_dir) -> dict:
+    return read_safetensors(latest_checkpoint(run_dir / "checkpoints") / "arrays.safetensors")[0]
+
+
+def test_resuming_from_any_checkpoint_ends_bit_identical_to_the_uninterrupted_run(tmp_path):
+    data = tiny_text()
+    model_cfg = tiny_cfg("attention").replace(dropout=0.2)  # dropout: the resumed run must draw the same masks
+    full = fit(model_cfg, CFG, data, data, out=tmp_path / "full", **QUIET)
+    assert [c.name for c in list_checkpoints(tmp_path / "full" / "checkpoints")] == [
+        f"step_{s:08d}" for s in (3, 4, 6, 8, 9, 12)]
+    a = final_arrays(tmp_path / "full")
+    for step in (3, 4, 9):  # mid-epoch (3, 9) and an epoch boundary (4 batches per epoch)
+        part = tmp_path / f"from_{step}"
+        (part / "checkpoints").mkdir(parents=True)
+        name = f"checkpoints/step_{step:08d}"
+        shutil.copytree(tmp_path / "full" / name, part / name)
+        resumed = fit(model_cfg, CFG, data, data, out=part, resume=True, **QUIET)
+        b = final_arrays(part)
+        assert a.keys() == b.keys() and any(k.startswith("opt.") for k in a)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} resumed from step {step}")
+        assert resumed.history == [{**h, "seconds": r["seconds"]} for h, r in zip(full.history, resumed.history,
+                                                                                    strict=True)]
+
+
+def test_a_second_run_into_the_same_directory_is_refused_without_resume(tmp_path):
+    data = tiny_text()
+    fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, **QUIET)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="already holds a training run; pass --resume"):
+        fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, **QUIET)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_resuming_with_another_config_names_the_differing_fields(tmp_path):
+    data = tiny_text()
+    fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, **QUIET)
+    with pytest.raises(ValueError, match=r"incompatible config: hidden_size=16 \(flags/config say 32\)"):
+        fit(tiny_cfg().replace(hidden_size=32), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path,
+            resume=True, **QUIET)
+    with pytest.raises(ValueError, match=r"incompatible config: batch_size=8 \(flags/config say 4\)"):
+        fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=4), data, data, out=tmp_path, resume=True, **QUIET)
+
+
+def test_a_crash_while_writing_leaves_no_partial_checkpoint_under_a_step_name(tmp_path, monkeypatch):
+    params = {"w": jax.numpy.ones((2, 3))}
+    save_checkpoint(tmp_path, 1, params, (), {"x": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("s2l_jax.checkpoint.save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, 2, params, (), {"x": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000001"]
+    assert latest_checkpoint(tmp_path).name == "step_00000001"
