@@ -77,3 +77,17 @@ def test_bad_optimizer_and_batch_sizes_are_refused():
         OptimizerSpec("rmsprop")
     with pytest.raises(ValueError, match="steps, batch and length must be >= 1"):
         random_batches(CONFIG, 0, 2, 3)
+
+
+def test_seed_size_float32_adam_checks_ill_conditioned_elements_by_adams_step_bound_and_still_catches_bugs():
+    tm = SEED_MODELS["last"]()  # the seed's sizes: B32 T20, vocab 1000, hidden 128
+    fm, variables = from_torch(tm, pooling="last")
+    batches = random_batches(fm.config, 21, 32, 20)
+    strict = compare_training(tm, fm, variables, batches, "adam", adam_conditioning=False)
+    assert not strict.passed and strict.first_failure.name == "embedding.weight"  # |grad| < eps amplified by Adam
+    report = compare_training(tm, fm, variables, batches, "adam")
+    assert report.passed, report.summary()
+    assert max(step_drift(report).values()) < 1e-5
+    assert "had a gradient 0 < |g| < 1 * eps (Adam's ill-conditioned case)" in report.notes[1]
+    wrong = compare_training(tm, fm, variables, batches[:2], CoupledAdamW("adamw", lr=1e-2, weight_decay=0.1))
+    assert wrong.first_failure.kind == "step 1" and wrong.first_failure.name != "loss"
