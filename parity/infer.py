@@ -31,7 +31,23 @@ class Architecture:
     notes: tuple[str, ...] = ()
 
 
-def _recurrent(shapes: Mapping[str, tuple]) -> tuple[str, dict]:
+def is_bare_recurrent(state_dict: Mapping) -> bool:
+    """True for the state_dict of an nn.LSTM/GRU/RNN itself (`weight_ih_l0`, ... with no module prefix)."""
+    return bool(state_dict) and all((m := RECURRENT_KEY.match(k)) and not m["prefix"] for k in state_dict)
+
+
+def infer_recurrent(state_dict: Mapping, nonlinearity: str | None = None) -> dict:
+    """Constructor arguments of the bare nn.LSTM/GRU/RNN whose state_dict this is (`cell` is an s2l cell name)."""
+    if nonlinearity not in (None, "tanh", "relu"):
+        raise ValueError(f"unknown nonlinearity {nonlinearity!r}; expected 'tanh' or 'relu'")
+    _, r = _recurrent({k: shape_of(v) for k, v in state_dict.items()}, allow_bare=True)
+    cell = CELL_BY_GATES[r["gates"]]
+    return dict(cell=f"rnn_{nonlinearity or 'tanh'}" if cell == "rnn" else cell, input_size=r["input_size"],
+                hidden_size=r["hidden"], num_layers=r["layers"], bias=r["bias"], bidirectional=r["dirs"] == 2,
+                proj_size=r["proj"])
+
+
+def _recurrent(shapes: Mapping[str, tuple], allow_bare: bool = False) -> tuple[str, dict]:
     """The recurrent layer's prefix and its facts (cell gates, layers, directions, hidden, proj, bias, input)."""
     matches = {k: m for k in shapes if (m := RECURRENT_KEY.match(k))}
     prefixes = sorted({m["prefix"] or "" for m in matches.values()})
@@ -40,32 +56,33 @@ def _recurrent(shapes: Mapping[str, tuple]) -> tuple[str, dict]:
     if len(prefixes) > 1:
         raise ValueError(f"more than one recurrent layer: prefixes {prefixes}; s2l models have exactly one")
     p = prefixes[0]
-    if not p:
+    if not p and not allow_bare:
         raise ValueError("the recurrent keys have no module prefix (a bare nn.LSTM/GRU/RNN state_dict), not a "
                          "classifier: load it with parity.from_torch on the module")
+    pre = f"{p}." if p else ""
     layers = 1 + max(int(m["layer"]) for m in matches.values())
     dirs = 2 if any(m["rev"] for m in matches.values()) else 1
     for layer in range(layers):
         for suffix in ("", "_reverse")[:dirs]:
             for mat in ("ih", "hh"):
-                if f"{p}.weight_{mat}_l{layer}{suffix}" not in shapes:
-                    raise ValueError(f"recurrent layer {p!r} lacks key {p}.weight_{mat}_l{layer}{suffix}")
-    w_ih, w_hh = shapes[f"{p}.weight_ih_l0"], shapes[f"{p}.weight_hh_l0"]
+                if f"{pre}weight_{mat}_l{layer}{suffix}" not in shapes:
+                    raise ValueError(f"recurrent layer {p!r} lacks key {pre}weight_{mat}_l{layer}{suffix}")
+    w_ih, w_hh = shapes[f"{pre}weight_ih_l0"], shapes[f"{pre}weight_hh_l0"]
     if len(w_ih) != 2 or len(w_hh) != 2:
-        raise ValueError(f"{p}.weight_ih_l0 / weight_hh_l0 must be matrices, got shapes {w_ih}, {w_hh}")
+        raise ValueError(f"{pre}weight_ih_l0 / weight_hh_l0 must be matrices, got shapes {w_ih}, {w_hh}")
     proj = 0
-    if f"{p}.weight_hr_l0" in shapes:
-        proj, hidden = shapes[f"{p}.weight_hr_l0"]
+    if f"{pre}weight_hr_l0" in shapes:
+        proj, hidden = shapes[f"{pre}weight_hr_l0"]
     else:
         hidden = w_hh[1]
     if hidden < 1 or w_hh[0] % hidden or w_hh[0] // hidden not in CELL_BY_GATES:
-        raise ValueError(f"{p}.weight_hh_l0 has shape {w_hh}: rows are not 4x (LSTM), 3x (GRU) or 1x (RNN) the "
+        raise ValueError(f"{pre}weight_hh_l0 has shape {w_hh}: rows are not 4x (LSTM), 3x (GRU) or 1x (RNN) the "
                          f"hidden size {hidden}")
     gates = w_hh[0] // hidden
     if proj and gates != 4:
-        raise ValueError(f"{p}.weight_hr_l0 (a projection) exists only in an LSTM, but gates say {gates}")
+        raise ValueError(f"{pre}weight_hr_l0 (a projection) exists only in an LSTM, but gates say {gates}")
     return p, dict(gates=gates, layers=layers, dirs=dirs, hidden=hidden, proj=proj,
-                   bias=f"{p}.bias_ih_l0" in shapes or f"{p}.bias_hh_l0" in shapes, input_size=w_ih[1])
+                   bias=f"{pre}bias_ih_l0" in shapes or f"{pre}bias_hh_l0" in shapes, input_size=w_ih[1])
 
 
 def _modules(shapes: Mapping[str, tuple], skip: str) -> dict[str, dict[str, tuple]]:

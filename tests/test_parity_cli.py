@@ -70,3 +70,17 @@ def test_bad_files_exit_2_with_one_line(user_file, tmp_path, capsys):
     assert "weights cannot tell how the model pools" in _error_line(capsys)
     assert main(["parity", str(path), "--report", "r.txt"]) == 2
     assert "must end in .json or .md" in _error_line(capsys)
+
+
+def test_a_bare_recurrent_state_dict_is_checked_as_that_layer(tmp_path, capsys):
+    import torch
+
+    from s2l_jax.cli import main
+
+    torch.save(torch.nn.GRU(3, 4, num_layers=2, bidirectional=True).state_dict(), tmp_path / "gru.pt")
+    assert main(["parity", str(tmp_path / "gru.pt"), "--lengths", "--batch", "3", "--length", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "a bare GRU (2 layer(s), hidden 4, bidirectional)" in out and "gradient weight_hh_l1_reverse" in out
+    assert out.rstrip().endswith("PASS")
+    assert main(["parity", str(tmp_path / "gru.pt"), "--steps", "2"]) == 2
+    assert "--steps needs a classifier" in capsys.readouterr().err
