@@ -58,6 +58,12 @@ def _leaves(out, recurrent: bool) -> list[tuple[str, object]]:
     return [("output", out)]
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A torch tensor's values for comparison (bfloat16, which NumPy lacks, exactly widened to float32)."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def _dtype_of(torch_module: nn.Module) -> torch.dtype:
     return next((p.dtype for p in torch_module.parameters() if p.is_floating_point()), torch.float32)
 
@@ -87,7 +93,7 @@ def compare(
     recurrent = isinstance(torch_module, RECURRENT_TYPES)
     arrays = [np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in inputs]
     floating = [i for i, a in enumerate(arrays) if np.issubdtype(a.dtype, np.floating)]
-    entries = [diff("weight", t, flat[f], v.detach().cpu().numpy(), tol)
+    entries = [diff("weight", t, flat[f], _np(v), tol)
                for t, v in torch_module.state_dict().items() for f in (names[t],)]
 
     was_training = torch_module.training
@@ -104,7 +110,7 @@ def compare(
                 t_out = torch_module(*t_inputs)
             t_leaves = _leaves(t_out, recurrent)
             rng = np.random.default_rng(seed)
-            cots = [rng.standard_normal(tuple(v.shape)).astype(np.asarray(v.detach()).dtype) for _, v in t_leaves]
+            cots = [rng.standard_normal(tuple(v.shape)).astype(_np(v).dtype) for _, v in t_leaves]
             kwargs = {} if lengths is None else {"lengths": jnp.asarray(np.asarray(lengths))}
             others = {k: v for k, v in variables.items() if k != "params"}
             j_inputs = [jnp.asarray(a) for a in arrays]
@@ -115,14 +121,15 @@ def compare(
                     xs[i] = x
                 out = flax_module.apply({"params": p, **others}, *xs, **kwargs)
                 leaves = _leaves(out, recurrent)
-                total = sum(jnp.sum(v * c) for (_, v), c in zip(leaves, cots, strict=True))
+                total = sum(jnp.sum(v * c.astype(v.dtype)) for (_, v), c in zip(leaves, cots, strict=True))
                 return total, leaves
 
             float_inputs = [j_inputs[i] for i in floating]
             if gradients:
                 (_, j_leaves), (g_params, g_inputs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
                     params, float_inputs)
-                sum((v * torch.from_numpy(c)).sum() for (_, v), c in zip(t_leaves, cots, strict=True)).backward()
+                sum((v * torch.from_numpy(c).to(v.dtype)).sum() for (_, v), c in zip(t_leaves, cots, strict=True)
+                    ).backward()
             else:
                 _, j_leaves = loss(params, float_inputs)
     finally:
@@ -130,15 +137,15 @@ def compare(
     if len(j_leaves) != len(t_leaves):
         raise ValueError(f"torch returns {len(t_leaves)} tensors, the Flax module {len(j_leaves)}")
     for (name, t), (_, j) in zip(t_leaves, j_leaves, strict=True):
-        entries.append(diff("output", name, j, t.detach().cpu().numpy(), tol))
+        entries.append(diff("output", name, j, _np(t), tol))
     if gradients:
         g_flat = flatten(g_params)
         for t_name, p in torch_module.named_parameters():
-            t_grad = p.grad.detach().cpu().numpy() if p.grad is not None else np.zeros(tuple(p.shape))
+            t_grad = _np(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))
             entries.append(diff("gradient", t_name, g_flat[names[t_name]], t_grad, tol))
             p.grad = None
         for k, i in enumerate(floating):
-            entries.append(diff("gradient", f"input[{i}]", g_inputs[k], t_inputs[i].grad.numpy(), tol))
+            entries.append(diff("gradient", f"input[{i}]", g_inputs[k], _np(t_inputs[i].grad), tol))
     return ParityReport(tuple(entries), tol, str(dtype).replace("torch.", ""), jax.default_backend())
 
 

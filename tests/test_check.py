@@ -157,3 +157,19 @@ def test_unpairable_parameters_are_named():
     del variables["params"]["fc"]["bias"]
     with pytest.raises(ValueError, match="missing key 'fc.bias'|unexpected key 'head.bias'"):
         compare(tm, fm, variables, _tokens())
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+def test_bfloat16_models_agree_within_the_bfloat16_tolerance_and_a_real_difference_still_fails(pooling):
+    from parity.torch_models import SEED_MODELS
+
+    tm = SEED_MODELS[pooling](vocab_size=50, embedding_dim=8, hidden_dim=6, num_classes=3)
+    fm, variables = from_torch(tm, pooling=None if pooling == "attention" else pooling)
+    tm = tm.to(torch.bfloat16)
+    variables = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables)
+    tokens = np.random.default_rng(0).integers(0, 50, (4, 7))
+    report = compare(tm, fm, variables, tokens)
+    assert report.passed and report.dtype == "bfloat16", report.summary()
+    assert 0 < max(e.max_abs for e in report.entries) <= 2e-2  # bf16 rounding really differs, within policy
+    variables["params"]["fc"]["bias"] = variables["params"]["fc"]["bias"] + 0.1
+    assert compare(tm, fm, variables, tokens).first_failure.name == "fc.bias"
