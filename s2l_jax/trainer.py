@@ -158,11 +158,11 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         run.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, finished=stop)
         if metrics_log:
             metrics_log.write(record)
-        checkpoint()
-        if out is not None:
+        if out is not None:  # before the checkpoint: a run killed in between redoes this epoch and rewrites it
             info = {**meta, "history": run["history"], "best_epoch": run["best_epoch"],
                     "train_config": dataclasses.asdict(cfg)}
             atomic_write(out / "meta.json", lambda tmp, info=info: Path(tmp).write_text(json.dumps(info)))
+        checkpoint()
     if metrics_log:
         plot_curves(metrics_log.records(), out / "curves.png")
     return FitResult(params, best_params, run["history"], run["best_epoch"],
