@@ -41,7 +41,7 @@ class ScanOptions:
     fold_half: with tanh_sigmoid, fold the 0.5 into the sigmoid gates' weight rows at compute time (exact: a power
         of two), so one tanh covers every gate; stored params stay torch's.
     custom_vjp: LSTM without proj_size uses the hand-written backward of `s2l_jax.lstm_vjp` (stores gate
-        activations; weight gradients as three large matmuls after the loop). Other cells use autodiff.
+        pre-activations; weight gradients as three large matmuls after the loop). Other cells use autodiff.
     remat: recompute each step (or chunk) in the backward pass instead of storing its intermediates
         (`jax.checkpoint`): training memory ~ the carries only, for long sequences. Disables custom_vjp.
     """
