@@ -1,9 +1,10 @@
 """Resumable training checkpoints: params + optimizer state (safetensors) and step, data position, RNG seed,
 configs, vocabulary and history (JSON), one directory per step.
 
-A checkpoint is written into a hidden temporary directory, fsynced, then renamed to `step_XXXXXXXX`: a crash at
-any moment leaves either the previous latest checkpoint or the new complete one, never a partial one under a
-`step_` name. Loading checks every key and shape against the model and optimizer being resumed.
+A checkpoint is written into a hidden temporary directory, fsynced, then renamed to `step_XXXXXXXX`; an old one
+is renamed to a hidden name before it is deleted. A crash at any moment leaves either the previous latest
+checkpoint or the new complete one, never a partial one under a `step_` name.
+Loading checks every key and shape against the model and optimizer being resumed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def _opt_leaves(opt_state) -> dict[str, Any]:
     return {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]}
 
 
+def _discard(path: Path) -> None:
+    """Delete a checkpoint directory without ever exposing a half-deleted one under its `step_` name."""
+    trash = Path(tempfile.mkdtemp(prefix=f".old-{path.name}-", dir=path.parent))
+    os.rename(path, trash / path.name)
+    shutil.rmtree(trash)
+
+
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """Complete checkpoints under `directory`, oldest first."""
     d = Path(directory)
@@ -53,7 +61,7 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
 
 
 def save_checkpoint(directory: str | os.PathLike, step: int, params, opt_state, state: dict, keep: int = 2) -> Path:
-    """Atomically write checkpoint `step`; then delete all but the newest `keep` and any stale temporaries."""
+    """Atomically write checkpoint `step`; then delete all but the newest `keep` and anything a crash left."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step_{step:08d}-", dir=d))
@@ -68,15 +76,15 @@ def save_checkpoint(directory: str | os.PathLike, step: int, params, opt_state, 
         _fsync(tmp)
         final = d / f"step_{step:08d}"
         if final.exists():  # only when a run is redone from an older checkpoint: replace the stale one
-            shutil.rmtree(final)
+            _discard(final)
         os.rename(tmp, final)
         _fsync(d)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     for old in list_checkpoints(d)[:-keep]:
-        shutil.rmtree(old)
-    for stale in d.glob(".tmp-step_*"):
+        _discard(old)
+    for stale in [*d.glob(".tmp-step_*"), *d.glob(".old-step_*")]:  # left by a crash
         shutil.rmtree(stale, ignore_errors=True)
     return final
 

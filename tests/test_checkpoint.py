@@ -69,3 +69,23 @@ def test_a_crash_while_writing_leaves_no_partial_checkpoint_under_a_step_name(tm
         save_checkpoint(tmp_path, 2, params, (), {"x": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000001"]
     assert latest_checkpoint(tmp_path).name == "step_00000001"
+
+
+def test_a_crash_while_pruning_leaves_every_step_named_checkpoint_whole(tmp_path, monkeypatch):
+    """Deleting an old checkpoint file by file and dying half-way must not leave `step_N` without its arrays."""
+    params = {"w": jax.numpy.ones((2, 3))}
+    save_checkpoint(tmp_path, 1, params, (), {"x": 1}, keep=1)
+
+    def die_half_way(path, *args, **kwargs):
+        (next(iter(sorted(path.rglob("arrays.safetensors"))))).unlink()
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr("s2l_jax.checkpoint.shutil.rmtree", die_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 2, params, (), {"x": 2}, keep=1)
+    monkeypatch.undo()
+    for ckpt in list_checkpoints(tmp_path):
+        read_safetensors(ckpt / "arrays.safetensors")
+    assert latest_checkpoint(tmp_path).name == "step_00000002"
+    save_checkpoint(tmp_path, 3, params, (), {"x": 3}, keep=1)  # the next save sweeps what the crash left
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000003"]
