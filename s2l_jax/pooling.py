@@ -22,11 +22,20 @@ def last_pool(h_n: jax.Array) -> jax.Array:
 
 
 def mean_pool(outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Mean over time of `(batch, time, features)`; over valid steps when `mask` `(batch, time)` is given."""
+    """Mean over time of `(batch, time, features)`; over valid steps when `mask` `(batch, time)` is given.
+
+    Written as a contraction over time (accumulated in at least float32), not `jnp.mean`: XLA CPU's reduction
+    over the time axis of the recurrence's time-major output ran 30x slower than the same sum as a dot
+    (large benchmark: 35 ms -> 1.1 ms; masked 15 -> 13 ms, gradient 27 -> 17 ms).
+    """
+    acc = jnp.promote_types(outputs.dtype, jnp.float32)
     if mask is None:
-        return jnp.mean(outputs, axis=1)
-    m = mask[..., None].astype(outputs.dtype)
-    return jnp.sum(outputs * m, axis=1) / jnp.sum(m, axis=1)
+        total = jnp.einsum("t,btf->bf", jnp.ones(outputs.shape[1], outputs.dtype), outputs,
+                           preferred_element_type=acc)
+        return (total / outputs.shape[1]).astype(outputs.dtype)
+    w = mask.astype(outputs.dtype)  # (batch, time)
+    total = jnp.einsum("bt,btf->bf", w, outputs, preferred_element_type=acc)
+    return (total / jnp.sum(w, axis=1, keepdims=True, dtype=acc)).astype(outputs.dtype)
 
 
 def max_pool(outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
