@@ -18,6 +18,8 @@ FLAG_SETS = {
     "onednn": "--xla_cpu_use_onednn=true",
     "vector512": "--xla_cpu_prefer_vector_width=512",
     "no_eigen_threads": "--xla_cpu_multi_thread_eigen=false",
+    "ynn_dots_only": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
+    "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",
 }
 
 

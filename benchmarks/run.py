@@ -26,6 +26,8 @@ def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | No
     """One worker subprocess; None (and a note on stderr) if it fails or times out."""
     cmd = [sys.executable, "-m", "benchmarks.worker", framework, case, "--threads", str(args.threads),
            "--budget", str(args.budget), "--device", args.device]
+    if getattr(args, "keep_freed_memory", False):
+        cmd.append("--keep-freed-memory")
     env = dict(os.environ)
     if args.xla_flags:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget", type=float, default=None, help="timed seconds per worker (default 2, quick 0.3)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS for the JAX workers")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="every worker keeps freed memory for reuse (glibc mallopt; see benchmarks/worker.py)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new worker after this long; results so far are still written")
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor()
             or platform.machine(), "threads": args.threads, "rounds": args.rounds, "budget_s": args.budget,
             "device": args.device, "xla_flags": os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags,
+            "keep_freed_memory": args.keep_freed_memory,
             "command": " ".join(sys.argv), "load_avg_start_end": [load_start, os.getloadavg()[0]]}
     name = args.name or ("bench_quick" if args.quick else "bench" if args.device == "cpu" else "bench_gpu")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ them), builds the model, times the step, and prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -21,6 +23,17 @@ def pin_threads(threads: int) -> None:
     os.sched_setaffinity(0, cpus)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+
+
+def keep_freed_memory() -> None:
+    """glibc: serve every size from the heap and never trim it. By default glibc `mmap`s each allocation of
+    32 MiB or more and unmaps it on free, so a program that allocates large buffers every step page-faults them
+    afresh each time (~13 ms per 32 MiB here). The benchmark README records what this does to each framework."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
+        raise RuntimeError("mallopt refused the settings (not glibc?)")
 
 
 def rss_mb() -> float:
@@ -56,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--options", default="{}", help="s2l_jax ScanOptions fields as JSON")
+    ap.add_argument("--keep-freed-memory", action="store_true", help="see keep_freed_memory (off: glibc's default)")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     if args.device == "cpu":
         pin_threads(args.threads)
     from benchmarks.cases import Case
