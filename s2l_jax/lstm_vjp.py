@@ -1,7 +1,8 @@
 """One LSTM direction with a hand-written VJP: the forward scan stores each step's gate pre-activations (the
 dot's output, already in memory) with `(h, c)`, the backward scan recomputes the activations from them (the same
-ops, so bit-identical) and does one `(batch, 4H) x (4H, H)` matmul per step, and the weight gradients are three
-large matmuls after the loop. Storing the activations instead cost an extra pass per step: 5-9% slower.
+ops, so bit-identical) and does one `(batch, 4H) x (4H, H)` matmul per step; the weight gradients (one matmul
+on `[x, h_prev]`) and the input gradient are large matmuls after the loop. Storing the activations instead cost
+an extra pass per step: 5-9% slower.
 
 Autodiff of `lax.scan` instead accumulates `dW_hh` (and `dW_ih` when the projection is inside the loop) with a
 matmul per step and recomputes the gates. Same function, same gradients (up to float rounding); used by
@@ -119,13 +120,14 @@ def _bwd(static, saved, cotangents):
 
     (dh0, dc0), da = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse, unroll=unroll)
     flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731  (time * batch, features)
-    da_f = flat(da)
-    dw_ih = da_f.T @ flat(x)  # (4H, input)
-    dw_hh = da_f.T @ flat(h_prev)  # (4H, H)
+    # one (4H, input + H) weight-gradient dot: XLA CPU's dot contracting over time * batch ran as slowly at
+    # N = input as at N = input + H (large benchmark: 137 ms for the two, 99 ms for one on the concatenation)
+    dw = flat(da).T @ flat(jnp.concatenate([x, h_prev], axis=-1))  # (4H, input + H)
+    dw_ih, dw_hh = dw[:, : x.shape[-1]], dw[:, x.shape[-1]:]
     dx = da @ w_ih  # (time, batch, input)
     mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
     cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
-    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(da_f, axis=0), bias), cast(dx, x), mask_ct,
+    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(flat(da), axis=0), bias), cast(dx, x), mask_ct,
             cast(dh0, h_prev), cast(dc0, c_prev))
 
 
