@@ -27,14 +27,19 @@ class Linear(nn.Module):
     use_bias: bool = True
     param_dtype: Any = jnp.float32
 
-    @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        init = _uniform(1.0 / math.sqrt(x.shape[-1]))
-        weight = self.param("weight", init, (self.features, x.shape[-1]), self.param_dtype)
+        weight, bias = self.weights(x.shape[-1])
         y = x @ weight.T
-        if self.use_bias:
-            y = y + self.param("bias", init, (self.features,), self.param_dtype)
-        return y
+        return y if bias is None else y + bias
+
+    @nn.compact
+    def weights(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
+        """`(weight, bias or None)` for inputs of `in_features`, created on init: for callers that apply them
+        in their own layout (the attention head's chunked scores)."""
+        init = _uniform(1.0 / math.sqrt(in_features))
+        weight = self.param("weight", init, (self.features, in_features), self.param_dtype)
+        bias = self.param("bias", init, (self.features,), self.param_dtype) if self.use_bias else None
+        return weight, bias
 
 
 class Embedding(nn.Module):

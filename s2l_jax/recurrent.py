@@ -141,7 +141,7 @@ def cell_step(cell: str, p: Params, carry: tuple, xg: jax.Array, tanh_sigmoid: b
     return (jnp.tanh(pre) if cell == "rnn_tanh" else jax.nn.relu(pre),)
 
 
-def _balanced_chunk(total: int, chunk: int) -> int:
+def balanced_chunk(total: int, chunk: int) -> int:
     """The chunk length <= `chunk` that covers `total` steps in as few chunks with the least padding."""
     n_chunks = -(-total // min(chunk, total))
     return -(-total // n_chunks)
@@ -166,7 +166,7 @@ def _uses_custom_vjp(cell: str, p: Params, options: ScanOptions) -> bool:
 def _lstm_custom(p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
     """`scan_direction` for a plain LSTM through `lstm_vjp.lstm_direction`."""
     total = x.shape[0]
-    chunk = {"per_step": 1, "hoisted": total, "chunked": _balanced_chunk(total, options.chunk)}[
+    chunk = {"per_step": 1, "hoisted": total, "chunked": balanced_chunk(total, options.chunk)}[
         options.input_projection]
     xp, mp = _pad_to_chunks(x, mask, chunk)
     zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
@@ -198,7 +198,7 @@ def scan_direction(
         p = _fold_half(cell, p)
     total = x.shape[0]
     mode = options.input_projection
-    chunk = _balanced_chunk(total, options.chunk) if mode == "chunked" else 1
+    chunk = balanced_chunk(total, options.chunk) if mode == "chunked" else 1
     if mode == "chunked":
         x, mask = _pad_to_chunks(x, mask, chunk)
     xs = _project_input(p, x) if mode == "hoisted" else x  # (time, batch, gates * hidden) when hoisted

@@ -9,6 +9,7 @@ from oracle import close
 
 from parity.torch_models import Attention, valid_mask
 from s2l_jax import AttentionPool, max_pool, mean_pool
+from s2l_jax.pooling import SCORE_ROWS, attention_scores, attention_scores_reference
 
 
 def _attention_pair(d=6, scale=1.0):
@@ -37,6 +38,30 @@ def test_attention_is_stable_for_huge_scores_on_long_sequences():
     got = np.asarray(AttentionPool().apply(variables, jnp.asarray(h.numpy()), jnp.asarray(mask)))
     assert np.isfinite(got).all()
     close(got, ta(h, mask).detach().numpy(), 1e-5)
+
+
+def test_chunked_attention_matches_torch_and_the_reference_in_values_and_gradients():
+    batch, total = 300, 10  # SCORE_ROWS // 300 = 3 steps per chunk: 4 chunks, the last padded by 2 steps
+    assert SCORE_ROWS // batch == 3
+    ta, variables = _attention_pair()
+    h = torch.randn(batch, total, 6, requires_grad=True)
+    torch.sin(ta(h)).sum().backward()
+
+    def loss(variables, h):
+        return jnp.sum(jnp.sin(AttentionPool().apply(variables, h)))
+
+    value, (g_vars, g_h) = jax.value_and_grad(loss, argnums=(0, 1))(variables, jnp.asarray(h.detach().numpy()))
+    close(value, torch.sin(ta(h)).sum().item(), 1e-4)
+    close(g_h, h.grad.numpy(), 1e-6)
+    close(g_vars["params"]["attn"]["weight"], ta.attn.weight.grad.numpy(), 1e-5, relative_to_scale=True)
+    close(g_vars["params"]["v"]["weight"], ta.v.weight.grad.numpy(), 1e-5, relative_to_scale=True)
+
+    p = variables["params"]
+    args = (jnp.asarray(h.detach().numpy()), p["attn"]["weight"], p["attn"]["bias"], p["v"]["weight"])
+    np.testing.assert_allclose(attention_scores(*args), attention_scores_reference(*args), atol=1e-6)
+    tangents = tuple(jnp.ones_like(a) for a in args)
+    _, jvp = jax.jvp(attention_scores, args, tangents)  # forward mode works too
+    np.testing.assert_allclose(jvp, jax.jvp(attention_scores_reference, args, tangents)[1], atol=1e-5)
 
 
 def test_mean_and_max_pool_over_valid_steps_only():
