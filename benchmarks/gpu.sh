@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The 12-case grid on one GPU in about 5 minutes: s2l_jax, flax.linen and (when torch sees CUDA) torch eager,
+# The 12-case grid on one GPU in about 5 minutes: s2l_jax (default scan, and s2l_jax_cudnn: ScanOptions(cudnn=True)),
+# flax.linen and (when torch sees CUDA) torch eager,
 # fp32 everywhere (no TF32); workers not started within 4.5 minutes are skipped, the table is still written. Writes benchmarks/results/bench_gpu.{json,md,png} and prints the table.
 # Needs a CUDA jaxlib (pip install 'jax[cuda12]'); the CPU-only venv of this repo is refused with a clear message.
 set -euo pipefail
@@ -15,7 +16,7 @@ except RuntimeError as e:
     sys.exit(f"jax has no GPU backend here ({e}); install a CUDA jaxlib, e.g. pip install 'jax[cuda12]'")
 print("jax", jax.__version__, gpus)
 PY
-frameworks="s2l_jax,flax_linen"
+frameworks="s2l_jax,s2l_jax_cudnn,flax_linen"
 if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   frameworks="$frameworks,torch_eager"
 fi

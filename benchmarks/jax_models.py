@@ -43,6 +43,8 @@ def make_model(framework: str, case: Case, options: dict) -> nn.Module:
         return FlaxLinenClassifier(case.model, d["embed"], d["hidden"])
     from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
 
+    if framework == "s2l_jax_cudnn":  # GPU only: the cuDNN LSTM kernel behind the same params
+        options = {**options, "cudnn": True}
     config = PRESETS[case.model].replace(vocab_size=VOCAB, embedding_dim=d["embed"], hidden_size=d["hidden"],
                                          num_classes=CLASSES)
     return SequenceClassifier(config, options=ScanOptions(**options))

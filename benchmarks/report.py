@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-PEERS = ("flax_linen", "torch_best", "torch_eager", "torch_eager_nomkldnn", "torch_compile")
+PEERS = ("flax_linen", "torch_best", "torch_eager", "torch_eager_nomkldnn", "torch_compile", "s2l_jax_cudnn")
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -45,7 +45,7 @@ def _fmt(stats: dict | None) -> str:
 
 def markdown(summary: dict, meta: dict) -> str:
     """The table: medians (min-max) in ms per framework, and s2l_jax's speed-up over each peer (>1: faster)."""
-    fws = ["s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile"]
+    fws = ["s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile", "s2l_jax_cudnn"]
     fws = [f for f in fws if any(f in row for row in summary.values())]
     peers = [p for p in PEERS if any(p in row for row in summary.values())]
     head = ["case", *[f"{f} ms" for f in fws], *[f"x vs {p}" for p in peers], "jit s", "temp MB"]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from s2l_jax.cudnn import cudnn_lstm_scan
 from s2l_jax.lstm_vjp import lstm_direction
 from s2l_jax.masks import check_lengths, sequence_mask
 
@@ -41,9 +42,11 @@ class ScanOptions:
     fold_half: with tanh_sigmoid, fold the 0.5 into the sigmoid gates' weight rows at compute time (exact: a power
         of two), so one tanh covers every gate; stored params stay torch's.
     custom_vjp: LSTM without proj_size uses the hand-written backward of `s2l_jax.lstm_vjp` (stores gate
-        pre-activations; weight gradients as three large matmuls after the loop). Other cells use autodiff.
+        pre-activations; weight and input gradients as two large matmuls after the loop). Other cells use autodiff.
     remat: recompute each step (or chunk) in the backward pass instead of storing its intermediates
         (`jax.checkpoint`): training memory ~ the carries only, for long sequences. Disables custom_vjp.
+    cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of
+        `jax.experimental.rnn` (`s2l_jax.cudnn`; GPU only). The other options then do not apply.
     """
 
     input_projection: str = "per_step"
@@ -54,6 +57,7 @@ class ScanOptions:
     fold_half: bool = True
     custom_vjp: bool = True
     remat: bool = False
+    cudnn: bool = False
 
     def __post_init__(self):
         if self.input_projection not in PROJECTIONS:
@@ -281,6 +285,13 @@ def recurrent_scan(
         initial_state = (jnp.zeros((num_layers * num_dirs, batch, h_out), dtype),)
         if cell == "lstm":
             initial_state += (jnp.zeros((num_layers * num_dirs, batch, hidden), dtype),)
+    if options.cudnn:
+        if cell != "lstm":
+            raise ValueError(f"ScanOptions(cudnn=True) runs LSTMs only, not {cell!r}")
+        if dropout > 0.0 and dropout_rng is not None:
+            raise ValueError("ScanOptions(cudnn=True) has no inter-layer dropout (cuDNN's masks are not torch's)")
+        return cudnn_lstm_scan(params, x, num_layers=num_layers, bidirectional=bidirectional, lengths=lengths,
+                               initial_state=initial_state)
     layer_in = jnp.swapaxes(x, 0, 1)  # (time, batch, features)
     finals = []
     for layer in range(num_layers):
