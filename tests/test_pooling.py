@@ -50,6 +50,7 @@ def test_chunked_attention_matches_torch_and_the_reference_in_values_and_gradien
     def loss(variables, h):
         return jnp.sum(jnp.sin(AttentionPool().apply(variables, h)))
 
+    close(AttentionPool().apply(variables, jnp.asarray(h.detach().numpy())), ta(h).detach().numpy(), 1e-6)  # chunked
     value, (g_vars, g_h) = jax.value_and_grad(loss, argnums=(0, 1))(variables, jnp.asarray(h.detach().numpy()))
     close(value, torch.sin(ta(h)).sum().item(), 1e-4)
     close(g_h, h.grad.numpy(), 1e-6)
