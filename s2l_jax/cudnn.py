@@ -32,10 +32,11 @@ def pack_lstm_weights(params: Params, num_layers: int, bidirectional: bool) -> j
 def cudnn_lstm_scan(params: Params, x: jax.Array, *, num_layers: int, bidirectional: bool,
                     lengths: jax.Array | None, initial_state: tuple) -> tuple[jax.Array, tuple]:
     """`recurrent_scan`'s contract on cuDNN: batch-first `x`, outputs zero past each length, `(h_n, c_n)`."""
+    dtypes = {x.dtype, params["weight_hh_l0"].dtype}
+    if dtypes != {jnp.dtype(jnp.float32)}:
+        raise ValueError(f"the cuDNN LSTM path runs float32 only, got input and weights of {sorted(map(str, dtypes))}")
     if jax.default_backend() != "gpu":
         raise RuntimeError(f"ScanOptions(cudnn=True) needs a GPU; jax's default backend is {jax.default_backend()!r}")
-    if x.dtype != jnp.float32:
-        raise ValueError(f"the cuDNN LSTM path runs float32 only, got {x.dtype}")
     batch, total, input_size = x.shape
     hidden = params["weight_hh_l0"].shape[1]
     weights = pack_lstm_weights(params, num_layers, bidirectional)

@@ -73,9 +73,13 @@ def test_cudnn_option_without_a_gpu_is_a_clear_error():
         module.init(jax.random.key(0), x)
 
 
-def test_cudnn_option_refuses_other_cells():
+def test_cudnn_option_refuses_other_cells_and_float64():
     with pytest.raises(ValueError, match="LSTMs only"):
         GRU(6, batch_first=True, options=ScanOptions(cudnn=True)).init(jax.random.key(0), jnp.zeros((2, 3, 4)))
+    with jax.enable_x64(True):
+        lstm = LSTM(6, batch_first=True, param_dtype=jnp.float64, options=ScanOptions(cudnn=True))
+        with pytest.raises(ValueError, match="float32 only"):
+            lstm.init(jax.random.key(0), jnp.zeros((2, 3, 4), jnp.float64))
 
 
 @on_gpu
