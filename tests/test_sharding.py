@@ -33,12 +33,51 @@ print("max param difference", worst)
 """
 
 
-def test_training_sharded_over_8_devices_equals_one_device_and_refuses_unsplittable_batches():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+# The batch must stay split through the whole step: a reshape that merges time with the sharded batch axis
+# (as the LSTM backward's weight-gradient dot once did) makes XLA gather every activation onto every device and
+# compute the gradients there twice over. Only the gradient all-reduce may cross devices.
+NO_GATHER_SCRIPT = r"""
+import jax, numpy as np, optax
+assert jax.device_count() == 2, jax.devices()
+from s2l_jax.model import SequenceClassifier
+from s2l_jax.sharding import data_mesh, replicate, shard_batch
+from s2l_jax.train import make_steps
+from test_train import tiny_cfg, tiny_text
+
+data = tiny_text(8)
+mesh = data_mesh()
+for pooling in ("last", "mean", "attention"):
+    model = SequenceClassifier(tiny_cfg(pooling))
+    params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
+    tx = optax.adam(1e-3)
+    train_step, eval_step = make_steps(model, tx)
+    batch = shard_batch((data.inputs, data.lengths, data.labels, np.ones(8, np.float32)), mesh)
+    state = replicate((params, tx.init(params)), mesh)
+    hlo = train_step.lower(*state, np.int32(0), *batch).compile().as_text()
+    ops = {op: hlo.count(op + "(") for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce")}
+    assert ops["all-gather"] == ops["all-to-all"] == ops["collective-permute"] == 0 and ops["all-reduce"] >= 1, (
+        pooling, ops)
+    hlo = eval_step.lower(state[0], *batch).compile().as_text()
+    assert "all-gather(" not in hlo and "all-to-all(" not in hlo, pooling
+print("no gathers")
+"""
+
+
+def _run_on_fake_devices(script: str, count: int) -> str:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.path.dirname(__file__), "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "max param difference" in out.stdout
-    print(out.stdout)
+    return out.stdout
+
+
+def test_training_sharded_over_8_devices_equals_one_device_and_refuses_unsplittable_batches():
+    out = _run_on_fake_devices(SCRIPT, 8)
+    assert "max param difference" in out
+    print(out)
+
+
+def test_data_parallel_steps_keep_the_batch_split_and_only_all_reduce_gradients():
+    assert "no gathers" in _run_on_fake_devices(NO_GATHER_SCRIPT, 2)
 
