@@ -13,7 +13,9 @@ SIZES = {
 }
 MODES = ("infer", "train")
 VOCAB, CLASSES = 1000, 5
-FRAMEWORKS = ("s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile")
+# *_dp: one CPU device per core, the batch split over them (s2l_jax.sharding.use_cpu_devices)
+FRAMEWORKS = ("s2l_jax", "s2l_jax_dp", "flax_linen", "flax_linen_dp", "torch_eager", "torch_eager_nomkldnn",
+              "torch_compile")
 
 
 @dataclass(frozen=True)

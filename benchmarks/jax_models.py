@@ -39,7 +39,7 @@ class FlaxLinenClassifier(nn.Module):
 
 def make_model(framework: str, case: Case, options: dict) -> nn.Module:
     d = case.dims
-    if framework == "flax_linen":
+    if framework in ("flax_linen", "flax_linen_dp"):
         return FlaxLinenClassifier(case.model, d["embed"], d["hidden"])
     from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
 
@@ -72,13 +72,24 @@ def step_functions(model: nn.Module, case: Case, tokens, labels):
 def build(framework: str, case: Case, *, device: str = "cpu", options: dict | None = None,
           threads: int = 2) -> tuple[Callable[[], None], dict]:
     """A no-argument step to time (blocks until done) and facts: compile time, temp memory of the program."""
-    del threads  # the worker pinned the process already
     backend = "gpu" if device == "gpu" else "cpu"
+    split = framework.endswith("_dp")  # one CPU device per core, the batch split over them (`--cpu-devices 0`)
+    if split:
+        from s2l_jax.sharding import use_cpu_devices
+
+        use_cpu_devices(threads)
     dev = jax.devices(backend)[0]
     tokens, labels = (jax.device_put(a, dev) for a in batch_arrays(case))
     model = make_model(framework, case, options or {})
     fn, args = step_functions(model, case, tokens, labels)
-    args = jax.device_put(args, dev)
+    if split:
+        from s2l_jax.sharding import data_mesh, replicate, shard_batch
+
+        mesh = data_mesh()
+        state_args = 1 if case.mode == "infer" else 2  # params (and optimizer state) replicated, batch split
+        args = [*replicate(args[:state_args], mesh), *shard_batch(tuple(args[state_args:]), mesh)]
+    else:
+        args = jax.device_put(args, dev)
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()
     compile_s = time.perf_counter() - t0

@@ -6,6 +6,9 @@ import statistics
 from pathlib import Path
 
 PEERS = ("flax_linen", "torch_best", "torch_eager", "torch_eager_nomkldnn", "torch_compile", "s2l_jax_cudnn")
+# s2l_jax_dp: s2l_jax with one CPU device per core and the batch split over them (`s2l train --cpu-devices 0`)
+OURS = ("s2l_jax", "s2l_jax_dp")
+DP_PEERS = ("s2l_jax", "flax_linen_dp", "flax_linen", "torch_best")  # its ratio columns (not all: table width)
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -29,11 +32,10 @@ def summarize(runs: list[dict]) -> dict:
         eager = [out[case][k] for k in ("torch_eager", "torch_eager_nomkldnn") if k in out[case]]
         if eager:
             out[case]["torch_best"] = min(eager, key=lambda s: s["median_ms"])
-        if "s2l_jax" in out[case]:
-            mine = out[case]["s2l_jax"]["median_ms"]
-            out[case]["s2l_jax"]["speedup_vs"] = {
-                p: out[case][p]["median_ms"] / mine for p in PEERS if p in out[case]
-            }
+        for ours in OURS:
+            if ours in out[case]:
+                mine = out[case][ours]["median_ms"]
+                out[case][ours]["speedup_vs"] = {p: st["median_ms"] / mine for p, st in out[case].items() if p != ours}
     return out
 
 
@@ -45,29 +47,37 @@ def _fmt(stats: dict | None) -> str:
 
 def markdown(summary: dict, meta: dict) -> str:
     """The table: medians (min-max) in ms per framework, and s2l_jax's speed-up over each peer (>1: faster)."""
-    fws = ["s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile", "s2l_jax_cudnn"]
-    fws = [f for f in fws if any(f in row for row in summary.values())]
-    peers = [p for p in PEERS if any(p in row for row in summary.values())]
-    head = ["case", *[f"{f} ms" for f in fws], *[f"x vs {p}" for p in peers], "jit s", "temp MB"]
+    present = lambda names: [f for f in names if any(f in row for row in summary.values())]  # noqa: E731
+    fws = present(["s2l_jax", "s2l_jax_dp", "flax_linen", "flax_linen_dp", "torch_eager", "torch_eager_nomkldnn",
+                   "torch_compile", "s2l_jax_cudnn"])
+    ratio_cols = [("s2l_jax", p) for p in present(PEERS)] + [("s2l_jax_dp", p) for p in present(DP_PEERS)
+                                                              if "s2l_jax_dp" in fws]
+    label = lambda ours, p: f"x vs {p}" if ours == "s2l_jax" else f"dp x vs {p}"  # noqa: E731
+    head = ["case", *[f"{f} ms" for f in fws], *[label(o, p) for o, p in ratio_cols], "jit s", "temp MB"]
     lines = [
         f"Run {meta.get('date', '')} on {meta.get('machine', '')}: {meta.get('threads')} threads, "
         f"{meta.get('rounds')} interleaved rounds, load avg (start, end) {meta.get('load_avg_start_end')}. "
         "Medians (min-max) in ms; `x vs P` = P's median / s2l_jax's "
-        "(> 1: s2l_jax faster). torch_best = the faster torch eager setting (oneDNN on/off).",
+        "(> 1: s2l_jax faster); `dp x vs P` the same for s2l_jax_dp (one CPU device per core, batch split). "
+        "torch_best = the faster torch eager setting (oneDNN on/off).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
+    speed = lambda row, ours, p: row.get(ours, {}).get("speedup_vs", {}).get(p)  # noqa: E731
     for case, row in summary.items():
         mine = row.get("s2l_jax", {})
-        speed = mine.get("speedup_vs", {})
-        cells = [case, *[_fmt(row.get(f)) for f in fws], *[f"{speed[p]:.2f}" if p in speed else "-" for p in peers],
+        ratios = [speed(row, o, p) for o, p in ratio_cols]
+        cells = [case, *[_fmt(row.get(f)) for f in fws], *[f"{r:.2f}" if r is not None else "-" for r in ratios],
                  f"{mine['compile_s']:.2f}" if mine.get("compile_s") is not None else "-",
                  f"{mine['temp_mb']:.1f}" if mine.get("temp_mb") is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    wins = {p: sum(1 for r in summary.values() if r.get("s2l_jax", {}).get("speedup_vs", {}).get(p, 0) > 1)
-            for p in peers}
-    lines += ["", "s2l_jax faster on: " + ", ".join(f"{p} {n}/{len(summary)}" for p, n in wins.items())]
+    lines.append("")
+    for ours in present(OURS):
+        peers = [p for o, p in ratio_cols if o == ours]
+        wins = {p: sum(1 for r in summary.values() if (speed(r, ours, p) or 0) > 1) for p in peers}
+        if wins:
+            lines.append(f"{ours} faster on: " + ", ".join(f"{p} {n}/{len(summary)}" for p, n in wins.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +88,8 @@ def bar_chart(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fws = [f for f in ("s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn", "torch_compile")
+    fws = [f for f in ("s2l_jax", "s2l_jax_dp", "flax_linen", "flax_linen_dp", "torch_eager", "torch_eager_nomkldnn",
+                       "torch_compile")
            if any(f in r for r in summary.values())]
     cases = list(summary)
     width = 0.8 / max(1, len(fws))

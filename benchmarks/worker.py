@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.cases import Case
 
     case = Case.parse(args.case)
-    if args.framework in ("s2l_jax", "s2l_jax_cudnn", "flax_linen"):
+    if args.framework in ("s2l_jax", "s2l_jax_cudnn", "s2l_jax_dp", "flax_linen", "flax_linen_dp"):
         from benchmarks.jax_models import build
     else:
         from benchmarks.torch_models import build

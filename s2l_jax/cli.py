@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2l {args.command}: error: {args._missing}", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "cpu_devices", 1) != 1:
+            from s2l_jax.sharding import use_cpu_devices
+
+            use_cpu_devices(args.cpu_devices)
         return int(importlib.import_module(args._module).run(args) or 0)
     except (UsageError, ValueError, TypeError, OSError, KeyError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -7,6 +7,7 @@ import json
 import sys
 
 from s2l_jax.run_dir import eval_step_for, load_run, read_labelled
+from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.train import evaluate
 from s2l_jax.weights import atomic_write
 
@@ -17,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-col", help="default: the column training used")
     p.add_argument("--label-col", help="default: the column training used")
     p.add_argument("--json", dest="json_out")
+    p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
     p.add_argument("--batch-size", type=int, default=64)
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from s2l_jax.run_dir import eval_step_for, load_run, read_unlabelled
+from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.train import predict
 
 
@@ -16,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir")
     p.add_argument("--data", help="CSV/TSV/JSONL with a text column, or a .ts file (default: stdin lines)")
     p.add_argument("--text-col", help="default: the column training used")
+    p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
     p.add_argument("--batch-size", type=int, default=64)
 
 

@@ -16,6 +16,7 @@ import optax
 
 from s2l_jax.data import Dataset, batches
 from s2l_jax.model import SequenceClassifier
+from s2l_jax.sharding import default_mesh, replicate, shard_batch
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("float32", "bfloat16")
@@ -128,18 +129,24 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) ->
     return {"accuracy": accuracy, "macro_f1": f1}
 
 
-def predict(eval_step, params, data: Dataset, batch_size: int) -> tuple[float, np.ndarray]:
-    """(mean loss, predictions) over the whole dataset, padding rows excluded."""
+def predict(eval_step, params, data: Dataset, batch_size: int,
+            mesh: jax.sharding.Mesh | None = None) -> tuple[float, np.ndarray]:
+    """(mean loss, predictions) over the whole dataset, padding rows excluded. Each batch is split over `mesh`
+    (default: all devices when there are several)."""
+    mesh = default_mesh(mesh, batch_size)
+    if mesh is not None:
+        params = replicate(params, mesh)
     total, preds = 0.0, []
     for x, lengths, labels, count in batches(data, batch_size):
         w = (np.arange(len(labels)) < count).astype(np.float32)
-        loss, p = eval_step(params, x, lengths, labels, w)
+        batch = (x, lengths, labels, w) if mesh is None else shard_batch((x, lengths, labels, w), mesh)
+        loss, p = eval_step(params, *batch)
         total += float(loss) * count
         preds.append(np.asarray(p)[:count])
     return total / len(data), np.concatenate(preds)
 
 
-def evaluate(eval_step, params, data: Dataset, batch_size: int) -> dict:
-    """Loss, accuracy and macro-F1 over the whole dataset."""
-    loss, pred = predict(eval_step, params, data, batch_size)
+def evaluate(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None) -> dict:
+    """Loss, accuracy and macro-F1 over the whole dataset (batches split over `mesh`, as in `predict`)."""
+    loss, pred = predict(eval_step, params, data, batch_size, mesh)
     return {"loss": loss, **classification_metrics(pred, data.labels, len(data.label_names))}

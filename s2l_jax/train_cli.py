@@ -11,6 +11,7 @@ from pathlib import Path
 from s2l_jax.checkpoint import latest_checkpoint
 from s2l_jax.model import PRESETS
 from s2l_jax.run_dir import read_labelled, read_meta_of_checkpoint
+from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.text import build_vocab, read_table
 from s2l_jax.train import PRECISIONS, SCHEDULES, TrainConfig
 from s2l_jax.trainer import fit
@@ -47,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-vocab", type=int, default=20000)
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="live progress bar (default: when stderr is a terminal)")
 

@@ -23,7 +23,7 @@ from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from s2l_jax.curves import MetricsLog, Progress, plot_curves
 from s2l_jax.data import Dataset, epoch_plan, gather
 from s2l_jax.model import ClassifierConfig, SequenceClassifier
-from s2l_jax.sharding import check_batch_size, data_mesh, replicate, shard_batch
+from s2l_jax.sharding import default_mesh, replicate, shard_batch
 from s2l_jax.train import TrainConfig, evaluate, make_optimizer, make_schedule, make_steps
 from s2l_jax.weights import atomic_write, load_weights, save_weights
 
@@ -74,10 +74,10 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     `mesh`: the data-parallel mesh (default: all devices when there are several)."""
     out = Path(out) if out is not None else None
     ckpt = _start(out, resume, model_cfg, cfg, log)
-    if mesh is None and jax.device_count() > 1:
-        mesh = data_mesh()
-    if mesh is not None:
-        check_batch_size(mesh, cfg.batch_size)
+    mesh = default_mesh(mesh, cfg.batch_size)
+    if mesh is not None and mesh.size > 1:
+        log(f"data parallel: each batch of {cfg.batch_size} split over {mesh.size} {mesh.devices.flat[0].platform} "
+            "devices")
     model = SequenceClassifier(model_cfg)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -136,7 +136,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and b + 1 < len(plan):
                 checkpoint()
         bar.end()
-        metrics = evaluate(eval_step, params, valid, cfg.batch_size)
+        metrics = evaluate(eval_step, params, valid, cfg.batch_size, mesh)
         record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": run["loss_sum"] / run["loss_count"],
                   "valid_loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                   "seconds": time.perf_counter() - t0}

@@ -3,7 +3,7 @@
 import json
 
 from benchmarks.cases import grid
-from benchmarks.report import summarize
+from benchmarks.report import markdown, summarize
 from benchmarks.run import main
 
 
@@ -12,14 +12,20 @@ def test_grid_has_the_twelve_cases():
     assert len(names) == 12 and "large/attention/train" in names and "seed/last/infer" in names
 
 
-def test_summary_ratios_and_torch_best():
+def test_summary_ratios_and_torch_best_for_both_s2l_jax_settings():
     runs = [{"framework": f, "case": "seed/last/infer", "samples_ms": [ms], "peak_rss_mb": 1.0,
-             "rss_growth_mb": 0.0} for f, ms in [("s2l_jax", 1.0), ("torch_eager", 4.0),
+             "rss_growth_mb": 0.0} for f, ms in [("s2l_jax", 1.0), ("s2l_jax_dp", 0.5), ("torch_eager", 4.0),
                                                  ("torch_eager_nomkldnn", 2.0), ("flax_linen", 3.0)]]
-    s = summarize(runs)["seed/last/infer"]
+    summary = summarize(runs)
+    s = summary["seed/last/infer"]
     assert s["torch_best"]["median_ms"] == 2.0
-    assert s["s2l_jax"]["speedup_vs"] == {"flax_linen": 3.0, "torch_best": 2.0, "torch_eager": 4.0,
-                                          "torch_eager_nomkldnn": 2.0}
+    assert s["s2l_jax"]["speedup_vs"] == {"s2l_jax_dp": 0.5, "flax_linen": 3.0, "torch_best": 2.0,
+                                          "torch_eager": 4.0, "torch_eager_nomkldnn": 2.0}
+    assert s["s2l_jax_dp"]["speedup_vs"] == {"s2l_jax": 2.0, "flax_linen": 6.0, "torch_best": 4.0,
+                                             "torch_eager": 8.0, "torch_eager_nomkldnn": 4.0}
+    table = markdown(summary, {})
+    assert "| dp x vs torch_best |" in table and "| 0.5 (0.5-0.5) |" in table and "| 4.00 |" in table
+    assert "s2l_jax_dp faster on: s2l_jax 1/1, flax_linen 1/1, torch_best 1/1" in table
 
 
 def test_run_writes_results(tmp_path):

@@ -5,6 +5,9 @@ import subprocess
 import sys
 
 import jax
+import pytest
+
+from s2l_jax.sharding import use_cpu_devices
 
 SCRIPT = r"""
 import jax, numpy as np
@@ -81,3 +84,34 @@ def test_training_sharded_over_8_devices_equals_one_device_and_refuses_unsplitta
 def test_data_parallel_steps_keep_the_batch_split_and_only_all_reduce_gradients():
     assert "no gathers" in _run_on_fake_devices(NO_GATHER_SCRIPT, 2)
 
+
+
+def _s2l(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, "-m", "s2l_jax", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cpu_devices_flag_splits_training_and_prediction_over_cores(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    out = tmp_path / "o"
+    train = _s2l("train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--out", str(out),
+                 "--cpu-devices", "2")
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "each batch of 8 split over 2 cpu devices" in train.stdout
+    split, single = (_s2l("predict", str(out), "--data", str(f), *extra) for extra in (["--cpu-devices", "2"], []))
+    assert split.returncode == 0 and single.returncode == 0, split.stderr[-2000:] + single.stderr[-2000:]
+    assert split.stdout == single.stdout and len(split.stdout.split()) == 20
+    bad = _s2l("train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "b"),
+               "--cpu-devices", "3")
+    assert bad.returncode == 2 and "batch size 8 does not split over 3 devices" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_use_cpu_devices_refuses_a_negative_count_and_a_running_backend():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        use_cpu_devices(-1)
+    jax.numpy.zeros(1).block_until_ready()
+    with pytest.raises(RuntimeError, match=r"use_cpu_devices\(2\) must run before JAX computes anything"):
+        use_cpu_devices(2)
