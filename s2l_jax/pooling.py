@@ -71,8 +71,9 @@ def attention_scores(outputs: jax.Array, weight: jax.Array, bias: jax.Array, v: 
         return attention_scores_reference(outputs, weight, bias, v)
     pad = (-total) % steps
     x = jnp.pad(jnp.swapaxes(outputs, 0, 1), ((0, pad), (0, 0), (0, 0)))  # (time + pad, batch, features)
-    chunks = x.reshape(-1, steps * batch, features)  # (chunks, rows, features)
-    scores = jax.lax.map(lambda c: attention_scores_reference(c, weight, bias, v), chunks)  # (chunks, rows, 1)
+    # the batch stays an axis of its own (not merged into rows), so a batch-sharded call computes locally
+    chunks = x.reshape(-1, steps, batch, features)  # (chunks, steps, batch, features)
+    scores = jax.lax.map(lambda c: attention_scores_reference(c, weight, bias, v), chunks)  # (chunks, steps, batch, 1)
     return jnp.swapaxes(scores.reshape(total + pad, batch, 1)[:total], 0, 1)  # (batch, time, 1)
 
 

@@ -46,7 +46,9 @@ from s2l_jax.model import SequenceClassifier
 from s2l_jax.sharding import data_mesh, replicate, shard_batch
 from s2l_jax.train import make_steps
 from test_train import tiny_cfg, tiny_text
+import s2l_jax.pooling
 
+s2l_jax.pooling.SCORE_ROWS = 16  # attention scores in chunks of 2 time steps, as at large sizes
 data = tiny_text(8)
 mesh = data_mesh()
 for pooling in ("last", "mean", "attention"):
