@@ -21,7 +21,7 @@ def use_cpu_devices(count: int = 0) -> int:
     """Run the host CPU as `count` XLA devices (0: one per core this process may use); returns the count.
 
     XLA runs a small step's ops one after another on one thread; split into devices, each core runs its own
-    shard of the batch (`default_mesh` picks them all up): seed-size steps ran 1.2-1.8x faster on 2 cores
+    shard of the batch (`default_mesh` picks them all up): seed-size steps ran 1.2-1.7x faster on 2 cores
     (benchmarks/README.md). Float results differ from one device only by summation order. Must be called
     before JAX runs any computation; a no-op for GPU/TPU backends.
     """
