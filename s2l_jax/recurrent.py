@@ -18,8 +18,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from s2l_jax.cudnn import cudnn_lstm_scan
+from s2l_jax.gru_vjp import gru_direction
 from s2l_jax.lstm_vjp import lstm_direction
 from s2l_jax.masks import check_lengths, sequence_mask
+from s2l_jax.rnn_vjp import rnn_direction
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 NUM_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -41,8 +43,9 @@ class ScanOptions:
     tanh_sigmoid: compute sigmoid(x) as 0.5 * tanh(0.5 * x) + 0.5 (same value; ~1.0x on jaxlib 0.10.2, see benchmarks).
     fold_half: with tanh_sigmoid, fold the 0.5 into the sigmoid gates' weight rows at compute time (exact: a power
         of two), so one tanh covers every gate; stored params stay torch's.
-    custom_vjp: LSTM without proj_size uses the hand-written backward of `s2l_jax.lstm_vjp` (stores gate
-        pre-activations; weight and input gradients as two large matmuls after the loop). Other cells use autodiff.
+    custom_vjp: use the hand-written backward of `s2l_jax.lstm_vjp` / `gru_vjp` / `rnn_vjp` (stores gate
+        pre-activations; weight and input gradients as large matmuls after the loop). LSTMs with proj_size use
+        autodiff.
     remat: recompute each step (or chunk) in the backward pass instead of storing its intermediates
         (`jax.checkpoint`): training memory ~ the carries only, for long sequences. Disables custom_vjp.
     cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of
@@ -164,19 +167,26 @@ def _pad_to_chunks(x: jax.Array, mask: jax.Array | None, chunk: int) -> tuple[ja
 
 
 def _uses_custom_vjp(cell: str, p: Params, options: ScanOptions) -> bool:
-    return options.custom_vjp and not options.remat and cell == "lstm" and "weight_hr" not in p
+    return options.custom_vjp and not options.remat and "weight_hr" not in p
 
 
-def _lstm_custom(p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
-    """`scan_direction` for a plain LSTM through `lstm_vjp.lstm_direction`."""
+def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
+    """`scan_direction` through the hand-written VJPs of `lstm_vjp`, `gru_vjp` and `rnn_vjp`."""
     total = x.shape[0]
     chunk = {"per_step": 1, "hoisted": total, "chunked": balanced_chunk(total, options.chunk)}[
         options.input_projection]
     xp, mp = _pad_to_chunks(x, mask, chunk)
     zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
-    bias = p.get("bias_ih", zero) + p.get("bias_hh", zero)
+    b_ih, b_hh = p.get("bias_ih", zero), p.get("bias_hh", zero)
+    if cell in ("rnn_tanh", "rnn_relu"):
+        static = (reverse, chunk, options.unroll, cell == "rnn_relu")
+        ys, h = rnn_direction(static, p["weight_ih"], p["weight_hh"], b_ih + b_hh, xp, mp, *carry0)
+        return ys[:total], (h,)
     static = (reverse, chunk, options.unroll, options.tanh_sigmoid)
-    ys, carry = lstm_direction(static, p["weight_ih"], p["weight_hh"], bias, xp, mp, *carry0)
+    if cell == "gru":
+        ys, h = gru_direction(static, p["weight_ih"], p["weight_hh"], b_ih, b_hh, xp, mp, *carry0)
+        return ys[:total], (h,)
+    ys, carry = lstm_direction(static, p["weight_ih"], p["weight_hh"], b_ih + b_hh, xp, mp, *carry0)
     return ys[:total], carry
 
 
@@ -196,7 +206,7 @@ def scan_direction(
     final carry (each sequence's state after its last valid step).
     """
     if _uses_custom_vjp(cell, p, options):
-        return _lstm_custom(p, x, mask, carry0, reverse, options)
+        return _custom(cell, p, x, mask, carry0, reverse, options)
     folded = _folds(cell, options)
     if folded:
         p = _fold_half(cell, p)

@@ -39,6 +39,33 @@ def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
             np.testing.assert_allclose(state[1], ref_c, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", [dict(input_projection="per_step"), dict(input_projection="hoisted"),
+                                    dict(input_projection="chunked", chunk=4, fuse_directions=True)])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_hand_written_backward_equals_autodiff_of_the_scan(cell, layout):
+    with jax.enable_x64(True):
+        fast = ScanOptions(custom_vjp=True, **layout)
+        module = make_encoder(cell, 5, num_layers=2, bidirectional=True, batch_first=True,
+                              param_dtype=jnp.float64, options=fast)
+        x = jax.random.normal(jax.random.key(1), (3, 6, 4), jnp.float64)
+        lengths = jnp.array([6, 1, 3])
+        params = module.init(jax.random.key(0), x)["params"]
+        h0 = jax.random.normal(jax.random.key(2), (4, 3, 5), jnp.float64)
+        state = (h0, 0.5 * h0) if cell == "lstm" else h0
+        cot = jax.random.normal(jax.random.key(3), (3, 6, 10), jnp.float64)
+
+        def loss(m, p, x_, s):
+            out, final = m.apply({"params": p}, x_, lengths=lengths, initial_state=s)
+            return jnp.sum(out * cot) + sum(jnp.sum(jnp.sin(f)) for f in jax.tree.leaves(final))
+
+        slow = module.clone(options=ScanOptions(custom_vjp=False, **layout))
+        got = jax.grad(loss, argnums=(1, 2, 3))(module, params, x, state)
+        want = jax.grad(loss, argnums=(1, 2, 3))(slow, params, x, state)
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+            assert np.abs(b).max() > 1e-3  # every gradient is exercised
+
+
 @pytest.mark.parametrize("module", [LSTM(6, num_layers=2, bidirectional=True, batch_first=True, proj_size=2),
                                     GRU(6, bidirectional=True, batch_first=True)])
 def test_extra_padding_changes_nothing(module):

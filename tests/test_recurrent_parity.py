@@ -73,7 +73,8 @@ def test_single_step_and_single_sequence_match_torch():
 
 @pytest.mark.parametrize("options", [ScanOptions(custom_vjp=True, input_projection="chunked", chunk=2),
                                      ScanOptions(custom_vjp=False, input_projection="chunked", chunk=2)])
-def test_lstm_gradients_float64_agree_to_1e10_in_both_backward_paths(options):
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_float64_agree_to_1e10_in_both_backward_paths(cell, options):
     with jax.enable_x64(True):
-        compare_recurrent("lstm", layers=2, bidirectional=True, lengths=LENGTHS, with_state=True,
+        compare_recurrent(cell, layers=2, bidirectional=True, lengths=LENGTHS, with_state=True,
                           dtype=torch.float64, tol=1e-10, options=options)

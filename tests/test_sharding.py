@@ -38,21 +38,33 @@ print("max param difference", worst)
 
 # The batch must stay split through the whole step: a reshape that merges time with the sharded batch axis
 # (as the LSTM backward's weight-gradient dot once did) makes XLA gather every activation onto every device and
-# compute the gradients there twice over. Only the gradient all-reduce may cross devices.
+# compute the gradients there twice over. Only the gradient all-reduce may cross devices, and only once per step:
+# autodiff of a scan accumulates dW_hh inside the time loop, so XLA all-reduces it there, once per time step.
 NO_GATHER_SCRIPT = r"""
+import dataclasses, re, sys
 import jax, numpy as np, optax
 assert jax.device_count() == 2, jax.devices()
+from s2l_jax import ScanOptions
 from s2l_jax.model import SequenceClassifier
 from s2l_jax.sharding import data_mesh, replicate, shard_batch
 from s2l_jax.train import make_steps
 from test_train import tiny_cfg, tiny_text
 import s2l_jax.pooling
 
+
+def loop_bodies(hlo):
+    names = set(re.findall(r"body=%([^ ,]+)", hlo))
+    blocks = re.findall(r"^%(\S+) .*?\{\n(.*?)^\}", hlo, re.M | re.S)  # (name, instructions) per computation
+    return [text for name, text in blocks if name in names]
+
+
 s2l_jax.pooling.SCORE_ROWS = 16  # attention scores in chunks of 2 time steps, as at large sizes
 data = tiny_text(8)
 mesh = data_mesh()
-for pooling in ("last", "mean", "attention"):
-    model = SequenceClassifier(tiny_cfg(pooling))
+options = ScanOptions(custom_vjp=sys.argv[1] == "custom")
+cases = [("last", "lstm"), ("mean", "lstm"), ("attention", "lstm"), ("mean", "gru"), ("last", "rnn_tanh")]
+for pooling, cell in cases:
+    model = SequenceClassifier(dataclasses.replace(tiny_cfg(pooling), cell=cell), options=options)
     params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
     tx = optax.adam(1e-3)
     train_step, eval_step = make_steps(model, tx)
@@ -61,18 +73,22 @@ for pooling in ("last", "mean", "attention"):
     hlo = train_step.lower(*state, np.int32(0), *batch).compile().as_text()
     ops = {op: hlo.count(op + "(") for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce")}
     assert ops["all-gather"] == ops["all-to-all"] == ops["collective-permute"] == 0 and ops["all-reduce"] >= 1, (
-        pooling, ops)
+        pooling, cell, ops)
+    bodies = loop_bodies(hlo)
+    assert bodies, "no while loop found in the compiled step"
+    if any("all-reduce(" in b for b in bodies):
+        print("all-reduce in the time loop:", pooling, cell)
     hlo = eval_step.lower(state[0], *batch).compile().as_text()
     assert "all-gather(" not in hlo and "all-to-all(" not in hlo, pooling
 print("no gathers")
 """
 
 
-def _run_on_fake_devices(script: str, count: int) -> str:
+def _run_on_fake_devices(script: str, count: int, *args: str) -> str:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.path.dirname(__file__), "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -83,8 +99,11 @@ def test_training_sharded_over_8_devices_equals_one_device_and_refuses_unsplitta
     print(out)
 
 
-def test_data_parallel_steps_keep_the_batch_split_and_only_all_reduce_gradients():
-    assert "no gathers" in _run_on_fake_devices(NO_GATHER_SCRIPT, 2)
+def test_data_parallel_steps_keep_the_batch_split_and_all_reduce_gradients_once_per_step():
+    out = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "custom")
+    assert "no gathers" in out and "all-reduce in the time loop" not in out, out
+    autodiff = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "autodiff")  # the check can see the per-step all-reduce
+    assert autodiff.count("all-reduce in the time loop") == 5, autodiff
 
 
 

@@ -1,0 +1,127 @@
+"""One GRU direction with a hand-written VJP, as `lstm_vjp` does for the LSTM.
+
+torch's GRU: r = sigmoid(a_r), z = sigmoid(a_z) with a = x W_ih^T + b_ih + h W_hh^T + b_hh on the r, z rows;
+n = tanh(x_n + r * h_n) with x_n = (x W_ih^T + b_ih)_n, h_n = (h W_hh^T + b_hh)_n; h' = (h - n) * z + n.
+The forward scan stores per step the r, z pre-activations, n's pre-activation and h_n (all already computed),
+with h; the backward recomputes the activations from them (the same ops, so bit-identical) and does one
+`(batch, 3H) x (3H, H)` matmul per step; the weight and input gradients are large matmuls after the loop.
+Autodiff of the scan instead accumulates `dW_hh` with a matmul per step, which under data parallelism also
+all-reduces it once per step.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
+
+
+def _gate_scale(hidden: int, dtype) -> jax.Array:
+    """0.5 for r and z, 1 for n: sigmoid(a) = 0.5 * tanh(0.5 * a) + 0.5, the 0.5 folded in (exact)."""
+    half, one = jnp.full((hidden,), 0.5, dtype), jnp.ones((hidden,), dtype)
+    return jnp.concatenate([half, half, one])
+
+
+def _rz(pre_rz: jax.Array, tanh_sigmoid: bool) -> tuple[jax.Array, jax.Array]:
+    """r, z from their pre-activations `(batch, 2H)` (pre-scaled by 0.5 with tanh_sigmoid)."""
+    rz = 0.5 * jnp.tanh(pre_rz) + 0.5 if tanh_sigmoid else jax.nn.sigmoid(pre_rz)
+    return jnp.split(rz, 2, axis=-1)
+
+
+def _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep: bool):
+    """The scan; with `keep` also returns per-step residuals (h_prev, r/z pre-activations, n's, h_n)."""
+    reverse, chunk, unroll, tanh_sigmoid = static
+    hidden = w_hh.shape[1]
+    if tanh_sigmoid:
+        scale = _gate_scale(hidden, w_hh.dtype)
+        w_ih, w_hh, b_ih = w_ih * scale[:, None], w_hh * scale[:, None], b_ih * scale
+        b_hh = b_hh * scale
+    w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 3H), (H, 3H)
+    total, batch = x.shape[0], x.shape[1]
+
+    def step(h, inputs):
+        xg, m_t = inputs  # (batch, 3H)
+        hg = h @ w_hh_t + b_hh  # (batch, 3H)
+        pre_rz = xg[:, : 2 * hidden] + hg[:, : 2 * hidden]
+        r, z = _rz(pre_rz, tanh_sigmoid)
+        h_n = hg[:, 2 * hidden:]
+        pre_n = xg[:, 2 * hidden:] + r * h_n
+        n = jnp.tanh(pre_n)
+        h_new = (h - n) * z + n
+        res = (h, pre_rz, pre_n, h_n) if keep else ()
+        if m_t is None:
+            return h_new, (h_new, res)
+        return jnp.where(m_t, h_new, h), (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
+
+    def chunk_body(h, inputs):
+        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch, 1)
+        return lax.scan(step, h, (x_c @ w_ih_t + b_ih, m_c), reverse=reverse, unroll=unroll)
+
+    if chunk == 1:  # per-step projection in one flat scan
+        def flat_step(h, inputs):
+            return step(h, (inputs[0] @ w_ih_t + b_ih, inputs[1]))
+
+        h, (ys, res) = lax.scan(flat_step, h0, (x, mask), reverse=reverse, unroll=unroll)
+        return ys, h, res
+    xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
+    ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
+    h, (ys, res) = lax.scan(chunk_body, h0, (xs, ms), reverse=reverse)
+    flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
+    return flat(ys), h, jax.tree.map(flat, res)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def gru_direction(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0):
+    """torch's GRU recurrence (weights `(3H, input)`, `(3H, H)`, biases `(3H,)`) over time-major `x`.
+
+    mask `(time, batch, 1)` bool or None. Returns outputs `(time, batch, H)` (zero where masked) and h.
+    """
+    ys, h, _ = _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep=False)
+    return ys, h
+
+
+def _fwd(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0):
+    ys, h, res = _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep=True)
+    return (ys, h), (w_ih, w_hh, b_ih, b_hh, x, mask, res)
+
+
+def _bwd(static, saved, cotangents):
+    reverse, _, unroll, tanh_sigmoid = static
+    w_ih, w_hh, b_ih, b_hh, x, mask, (h_prev, pre_rz, pre_n, h_n) = saved
+    dys, dh_last = cotangents
+
+    def step(dh, inputs):
+        dy, m_t, h, p_rz, p_n, hn = inputs
+        r, z = _rz(p_rz, tanh_sigmoid)  # as the forward computed them
+        n = jnp.tanh(p_n)
+        dh_new = dh + dy
+        if m_t is not None:
+            dh_new = jnp.where(m_t, dh_new, jnp.zeros_like(dh_new))
+        da_n = dh_new * (1.0 - z) * (1.0 - n * n)  # d pre_n
+        da_r = da_n * hn * r * (1.0 - r)
+        da_z = dh_new * (h - n) * z * (1.0 - z)
+        dxg = jnp.concatenate([da_r, da_z, da_n], axis=-1)  # (batch, 3H): d (x W_ih^T + b_ih)
+        dhg = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)  # (batch, 3H): d (h W_hh^T + b_hh)
+        dh_old = dh_new * z + dhg @ w_hh  # (batch, H)
+        if m_t is not None:
+            dh_old = dh_old + jnp.where(m_t, jnp.zeros_like(dh), dh)
+        return dh_old, (dxg, dhg)
+
+    dh0, (dxg, dhg) = lax.scan(step, dh_last, (dys, mask, h_prev, pre_rz, pre_n, h_n), reverse=not reverse,
+                               unroll=unroll)
+    # time and batch contracted as two axes (no reshape): a batch-sharded step then reduces partial sums
+    contract = (((0, 1), (0, 1)), ((), ()))
+    dw_ih = lax.dot_general(dxg, x, contract)  # (3H, input)
+    dw_hh = lax.dot_general(dhg, h_prev, contract)  # (3H, H)
+    dx = dxg @ w_ih  # (time, batch, input)
+    mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
+    cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
+    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(dxg, axis=(0, 1)), b_ih),
+            cast(jnp.sum(dhg, axis=(0, 1)), b_hh), cast(dx, x), mask_ct, cast(dh0, h_prev))
+
+
+gru_direction.defvjp(_fwd, _bwd)

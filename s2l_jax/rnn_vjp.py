@@ -1,0 +1,103 @@
+"""One Elman RNN direction (torch's nn.RNN, tanh or relu) with a hand-written VJP, as `lstm_vjp` does.
+
+h' = act(x W_ih^T + h W_hh^T + b) with b = b_ih + b_hh. The forward scan stores each step's pre-activation
+(the dot's output) with h; the backward does one `(batch, H) x (H, H)` matmul per step, and the weight
+gradients (one matmul on `[x, h_prev]`) and the input gradient after the loop. Autodiff of the scan instead
+accumulates `dW_hh` per step (and, under data parallelism, all-reduces it per step).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# `Static`: (reverse, chunk, unroll, relu). x `(time, batch, input)` with time % chunk == 0.
+
+
+def _act(pre: jax.Array, relu: bool) -> jax.Array:
+    return jax.nn.relu(pre) if relu else jnp.tanh(pre)
+
+
+def _forward(static, w_ih, w_hh, bias, x, mask, h0, keep: bool):
+    """The scan; with `keep` also returns per-step residuals (h_prev, pre-activation)."""
+    reverse, chunk, unroll, relu = static
+    w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, H), (H, H)
+    total, batch = x.shape[0], x.shape[1]
+
+    def step(h, inputs):
+        xg, m_t = inputs  # (batch, H)
+        pre = xg + h @ w_hh_t
+        h_new = _act(pre, relu)
+        res = (h, pre) if keep else ()
+        if m_t is None:
+            return h_new, (h_new, res)
+        return jnp.where(m_t, h_new, h), (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
+
+    def chunk_body(h, inputs):
+        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch, 1)
+        return lax.scan(step, h, (x_c @ w_ih_t + bias, m_c), reverse=reverse, unroll=unroll)
+
+    if chunk == 1:  # per-step projection in one flat scan
+        def flat_step(h, inputs):
+            return step(h, (inputs[0] @ w_ih_t + bias, inputs[1]))
+
+        h, (ys, res) = lax.scan(flat_step, h0, (x, mask), reverse=reverse, unroll=unroll)
+        return ys, h, res
+    xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
+    ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
+    h, (ys, res) = lax.scan(chunk_body, h0, (xs, ms), reverse=reverse)
+    flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
+    return flat(ys), h, jax.tree.map(flat, res)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def rnn_direction(static, w_ih, w_hh, bias, x, mask, h0):
+    """torch's Elman recurrence (weights `(H, input)`, `(H, H)`, summed bias `(H,)`) over time-major `x`.
+
+    mask `(time, batch, 1)` bool or None. Returns outputs `(time, batch, H)` (zero where masked) and h.
+    """
+    ys, h, _ = _forward(static, w_ih, w_hh, bias, x, mask, h0, keep=False)
+    return ys, h
+
+
+def _fwd(static, w_ih, w_hh, bias, x, mask, h0):
+    ys, h, res = _forward(static, w_ih, w_hh, bias, x, mask, h0, keep=True)
+    return (ys, h), (w_ih, w_hh, bias, x, mask, res)
+
+
+def _bwd(static, saved, cotangents):
+    reverse, _, unroll, relu = static
+    w_ih, w_hh, bias, x, mask, (h_prev, pre) = saved
+    dys, dh_last = cotangents
+
+    def step(dh, inputs):
+        dy, m_t, p = inputs
+        dh_new = dh + dy
+        if m_t is not None:
+            dh_new = jnp.where(m_t, dh_new, jnp.zeros_like(dh_new))
+        if relu:
+            da = jnp.where(p > 0, dh_new, jnp.zeros_like(dh_new))
+        else:
+            t = jnp.tanh(p)  # as the forward computed it
+            da = dh_new * (1.0 - t * t)
+        dh_old = da @ w_hh  # (batch, H)
+        if m_t is not None:
+            dh_old = dh_old + jnp.where(m_t, jnp.zeros_like(dh), dh)
+        return dh_old, da
+
+    dh0, da = lax.scan(step, dh_last, (dys, mask, pre), reverse=not reverse, unroll=unroll)
+    # one weight-gradient dot on [x, h_prev], time and batch contracted as two axes (see lstm_vjp)
+    xh = jnp.concatenate([x, h_prev], axis=-1)  # (time, batch, input + H)
+    dw = lax.dot_general(da, xh, (((0, 1), (0, 1)), ((), ())))  # (H, input + H)
+    dw_ih, dw_hh = dw[:, : x.shape[-1]], dw[:, x.shape[-1]:]
+    dx = da @ w_ih  # (time, batch, input)
+    mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
+    cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
+    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(da, axis=(0, 1)), bias), cast(dx, x), mask_ct,
+            cast(dh0, h_prev))
+
+
+rnn_direction.defvjp(_fwd, _bwd)
