@@ -45,7 +45,7 @@ class ScanOptions:
         of two), so one tanh covers every gate; stored params stay torch's.
     custom_vjp: use the hand-written backward of `s2l_jax.lstm_vjp` / `gru_vjp` / `rnn_vjp` (stores gate
         pre-activations; weight and input gradients as large matmuls after the loop). LSTMs with proj_size use
-        autodiff.
+        autodiff. Reverse mode only: forward mode (`jax.jvp`, `jax.jacfwd`) needs custom_vjp=False.
     remat: recompute each step (or chunk) in the backward pass instead of storing its intermediates
         (`jax.checkpoint`): training memory ~ the carries only, for long sequences. Disables custom_vjp.
     cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of

@@ -66,6 +66,25 @@ def test_hand_written_backward_equals_autodiff_of_the_scan(cell, layout):
             assert np.abs(b).max() > 1e-3  # every gradient is exercised
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_forward_mode_without_the_hand_written_backward_agrees_with_it(cell):
+    with jax.enable_x64(True):
+        module = make_encoder(cell, 4, bidirectional=True, batch_first=True, param_dtype=jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (2, 5, 3), jnp.float64)
+        lengths = jnp.array([5, 2])
+        params = module.init(jax.random.key(0), x)["params"]
+        tangent = jax.tree.map(lambda a: jnp.cos(a * 7.0), params)
+        u = jax.random.normal(jax.random.key(2), (2, 5, 8), jnp.float64)
+        forward = module.clone(options=ScanOptions(custom_vjp=False))
+        _, jvp = jax.jvp(lambda p: forward.apply({"params": p}, x, lengths=lengths)[0], (params,), (tangent,))
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(lambda p: module.apply({"params": p}, x, lengths=lengths)[0], (params,), (tangent,))
+        _, pullback = jax.vjp(lambda p: module.apply({"params": p}, x, lengths=lengths)[0], params)
+        (grads,) = pullback(u)
+        dot = sum(jnp.vdot(g, t) for g, t in zip(jax.tree.leaves(grads), jax.tree.leaves(tangent), strict=True))
+        np.testing.assert_allclose(dot, jnp.vdot(u, jvp), rtol=1e-12)
+
+
 @pytest.mark.parametrize("module", [LSTM(6, num_layers=2, bidirectional=True, batch_first=True, proj_size=2),
                                     GRU(6, bidirectional=True, batch_first=True)])
 def test_extra_padding_changes_nothing(module):
