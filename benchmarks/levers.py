@@ -37,7 +37,9 @@ VARIANTS: dict[str, dict] = {
     "vjp_chunk16_fused": dict(input_projection="chunked", chunk=16, custom_vjp=True, fuse_directions=True),
     "vjp_hoisted": dict(input_projection="hoisted", custom_vjp=True),
     "vjp_chunk16_unroll2": dict(input_projection="chunked", chunk=16, unroll=2, custom_vjp=True),
-    "remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True),
+    "remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True, custom_vjp=False),
+    "vjp_remat": dict(input_projection="per_step", remat=True),
+    "vjp_remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True),
 }
 
 

@@ -21,8 +21,10 @@ from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
 VARIANTS = {
     "autodiff": ScanOptions(input_projection="chunked", custom_vjp=False),
     "custom_vjp": ScanOptions(input_projection="chunked", custom_vjp=True),
-    "remat (per chunk of 16)": ScanOptions(input_projection="chunked", remat=True),
-    "remat (per step)": ScanOptions(input_projection="per_step", remat=True),
+    "remat, custom_vjp (recompute chunks of 16)": ScanOptions(remat=True),
+    "remat, autodiff (checkpoint per chunk of 16)": ScanOptions(input_projection="chunked", remat=True,
+                                                                custom_vjp=False),
+    "remat, autodiff (checkpoint per step)": ScanOptions(input_projection="per_step", remat=True, custom_vjp=False),
 }
 
 

@@ -11,11 +11,11 @@ all-reduces it once per step.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from s2l_jax.scan_vjp import make_direction, make_remat_direction
 
 # `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
 
@@ -32,9 +32,13 @@ def _rz(pre_rz: jax.Array, tanh_sigmoid: bool) -> tuple[jax.Array, jax.Array]:
     return jnp.split(rz, 2, axis=-1)
 
 
-def _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep: bool):
-    """The scan; with `keep` also returns per-step residuals (h_prev, r/z pre-activations, n's, h_n)."""
+def forward(static, weights, x, mask, carry, keep: bool):
+    """The scan; with `keep` also returns per-step residuals (h_prev, r/z pre-activations, n's, h_n).
+
+    weights `(W_ih (3H, input), W_hh (3H, H), b_ih (3H,), b_hh (3H,))`, carry `(h,)`.
+    """
     reverse, chunk, unroll, tanh_sigmoid = static
+    w_ih, w_hh, b_ih, b_hh = weights
     hidden = w_hh.shape[1]
     if tanh_sigmoid:
         scale = _gate_scale(hidden, w_hh.dtype)
@@ -65,34 +69,21 @@ def _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep: bool):
         def flat_step(h, inputs):
             return step(h, (inputs[0] @ w_ih_t + b_ih, inputs[1]))
 
-        h, (ys, res) = lax.scan(flat_step, h0, (x, mask), reverse=reverse, unroll=unroll)
-        return ys, h, res
+        h, (ys, res) = lax.scan(flat_step, carry[0], (x, mask), reverse=reverse, unroll=unroll)
+        return ys, (h,), res
     xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
     ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
-    h, (ys, res) = lax.scan(chunk_body, h0, (xs, ms), reverse=reverse)
+    h, (ys, res) = lax.scan(chunk_body, carry[0], (xs, ms), reverse=reverse)
     flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
-    return flat(ys), h, jax.tree.map(flat, res)
+    return flat(ys), (h,), jax.tree.map(flat, res)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def gru_direction(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0):
-    """torch's GRU recurrence (weights `(3H, input)`, `(3H, H)`, biases `(3H,)`) over time-major `x`.
-
-    mask `(time, batch, 1)` bool or None. Returns outputs `(time, batch, H)` (zero where masked) and h.
-    """
-    ys, h, _ = _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep=False)
-    return ys, h
-
-
-def _fwd(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0):
-    ys, h, res = _forward(static, w_ih, w_hh, b_ih, b_hh, x, mask, h0, keep=True)
-    return (ys, h), (w_ih, w_hh, b_ih, b_hh, x, mask, res)
-
-
-def _bwd(static, saved, cotangents):
+def backward(static, weights, x, mask, res, dys, dcarry):
+    """Gradients `((dW_ih, dW_hh, db_ih, db_hh), dx, (dh0,))` from `forward`'s residuals and the cotangents."""
     reverse, _, unroll, tanh_sigmoid = static
-    w_ih, w_hh, b_ih, b_hh, x, mask, (h_prev, pre_rz, pre_n, h_n) = saved
-    dys, dh_last = cotangents
+    w_ih, w_hh, _, _ = weights
+    h_prev, pre_rz, pre_n, h_n = res
+    (dh_last,) = dcarry
 
     def step(dh, inputs):
         dy, m_t, h, p_rz, p_n, hn = inputs
@@ -118,10 +109,9 @@ def _bwd(static, saved, cotangents):
     dw_ih = lax.dot_general(dxg, x, contract)  # (3H, input)
     dw_hh = lax.dot_general(dhg, h_prev, contract)  # (3H, H)
     dx = dxg @ w_ih  # (time, batch, input)
-    mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
-    cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
-    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(dxg, axis=(0, 1)), b_ih),
-            cast(jnp.sum(dhg, axis=(0, 1)), b_hh), cast(dx, x), mask_ct, cast(dh0, h_prev))
+    return (dw_ih, dw_hh, jnp.sum(dxg, axis=(0, 1)), jnp.sum(dhg, axis=(0, 1))), dx, (dh0,)
 
 
-gru_direction.defvjp(_fwd, _bwd)
+# (static, (W_ih, W_hh, b_ih, b_hh), x, mask, (h0,)) -> (outputs (time, batch, H) zero where masked, (h,))
+gru_direction = make_direction(forward, backward)
+gru_direction_remat = make_remat_direction(forward, backward)

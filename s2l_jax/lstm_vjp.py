@@ -11,11 +11,11 @@ matmul per step and recomputes the gates. Same function, same gradients (up to f
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from s2l_jax.scan_vjp import make_direction, make_remat_direction
 
 # `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
 
@@ -36,9 +36,13 @@ def _activations(pre: jax.Array, tanh_sigmoid: bool) -> jax.Array:
     return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
 
 
-def _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep: bool):
-    """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, gate pre-activations)."""
+def forward(static, weights, x, mask, carry, keep: bool):
+    """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, gate pre-activations).
+
+    weights `(W_ih (4H, input), W_hh (4H, H), summed bias (4H,))`, carry `(h, c)`.
+    """
     reverse, chunk, unroll, tanh_sigmoid = static
+    w_ih, w_hh, bias = weights
     hidden = w_hh.shape[1]
     if tanh_sigmoid:
         scale = _gate_scale(hidden, w_hh.dtype)
@@ -68,34 +72,21 @@ def _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep: bool):
         def flat_step(carry, inputs):
             return step(carry, (inputs[0] @ w_ih_t + bias, inputs[1]))
 
-        carry, (ys, res) = lax.scan(flat_step, (h0, c0), (x, mask), reverse=reverse, unroll=unroll)
+        carry, (ys, res) = lax.scan(flat_step, tuple(carry), (x, mask), reverse=reverse, unroll=unroll)
         return ys, carry, res
     xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
     ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
-    carry, (ys, res) = lax.scan(chunk_body, (h0, c0), (xs, ms), reverse=reverse)
+    carry, (ys, res) = lax.scan(chunk_body, tuple(carry), (xs, ms), reverse=reverse)
     flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
     return flat(ys), carry, jax.tree.map(flat, res)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def lstm_direction(static, w_ih, w_hh, bias, x, mask, h0, c0):
-    """torch's LSTM recurrence (weights `(4H, input)`, `(4H, H)`, summed bias `(4H,)`) over time-major `x`.
-
-    mask `(time, batch, 1)` bool or None. Returns outputs `(time, batch, H)` (zero where masked) and `(h, c)`.
-    """
-    ys, carry, _ = _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep=False)
-    return ys, carry
-
-
-def _fwd(static, w_ih, w_hh, bias, x, mask, h0, c0):
-    ys, carry, res = _forward(static, w_ih, w_hh, bias, x, mask, h0, c0, keep=True)
-    return (ys, carry), (w_ih, w_hh, bias, x, mask, res)
-
-
-def _bwd(static, saved, cotangents):
+def backward(static, weights, x, mask, res, dys, dcarry):
+    """Gradients `((dW_ih, dW_hh, dbias), dx, (dh0, dc0))` from `forward`'s residuals and the cotangents."""
     reverse, _, unroll, tanh_sigmoid = static
-    w_ih, w_hh, bias, x, mask, (h_prev, c_prev, pre) = saved
-    dys, (dh_n, dc_n) = cotangents
+    w_ih, w_hh, _ = weights
+    h_prev, c_prev, pre = res
+    dh_n, dc_n = dcarry
 
     def step(carry, inputs):
         dh, dc = carry
@@ -127,10 +118,9 @@ def _bwd(static, saved, cotangents):
     dw = lax.dot_general(da, xh, (((0, 1), (0, 1)), ((), ())))  # (4H, input + H)
     dw_ih, dw_hh = dw[:, : x.shape[-1]], dw[:, x.shape[-1]:]
     dx = da @ w_ih  # (time, batch, input)
-    mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
-    cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
-    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(da, axis=(0, 1)), bias), cast(dx, x), mask_ct,
-            cast(dh0, h_prev), cast(dc0, c_prev))
+    return (dw_ih, dw_hh, jnp.sum(da, axis=(0, 1))), dx, (dh0, dc0)
 
 
-lstm_direction.defvjp(_fwd, _bwd)
+# (static, (W_ih, W_hh, bias), x, mask, (h0, c0)) -> (outputs (time, batch, H) zero where masked, (h, c))
+lstm_direction = make_direction(forward, backward)
+lstm_direction_remat = make_remat_direction(forward, backward)

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from s2l_jax.cudnn import cudnn_lstm_scan
-from s2l_jax.gru_vjp import gru_direction
-from s2l_jax.lstm_vjp import lstm_direction
+from s2l_jax.gru_vjp import gru_direction, gru_direction_remat
+from s2l_jax.lstm_vjp import lstm_direction, lstm_direction_remat
 from s2l_jax.masks import check_lengths, sequence_mask
-from s2l_jax.rnn_vjp import rnn_direction
+from s2l_jax.rnn_vjp import rnn_direction, rnn_direction_remat
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 NUM_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -37,7 +37,8 @@ class ScanOptions:
 
     input_projection: "per_step" projects x_t inside the scan; "hoisted" projects all steps in one matmul first;
         "chunked" projects `chunk` steps in one matmul inside an outer scan over chunks.
-    chunk: at most this many steps per input-projection matmul when chunked (balanced to pad the least).
+    chunk: at most this many steps per input-projection matmul when chunked, and per recomputed chunk with
+        remat (balanced to pad the least).
     fuse_directions: run both directions of a bidirectional layer in one (vmapped) scan instead of two.
     unroll: `lax.scan` unroll factor (of the per-step scan).
     tanh_sigmoid: compute sigmoid(x) as 0.5 * tanh(0.5 * x) + 0.5 (same value; ~1.0x on jaxlib 0.10.2, see benchmarks).
@@ -46,8 +47,9 @@ class ScanOptions:
     custom_vjp: use the hand-written backward of `s2l_jax.lstm_vjp` / `gru_vjp` / `rnn_vjp` (stores gate
         pre-activations; weight and input gradients as large matmuls after the loop). LSTMs with proj_size use
         autodiff. Reverse mode only: forward mode (`jax.jvp`, `jax.jacfwd`) needs custom_vjp=False.
-    remat: recompute each step (or chunk) in the backward pass instead of storing its intermediates
-        (`jax.checkpoint`): training memory ~ the carries only, for long sequences. Disables custom_vjp.
+    remat: recompute instead of storing each step's intermediates, for long sequences: with custom_vjp the
+        backward pass reruns each chunk of `chunk` steps from the carry that entered it (memory ~ time / chunk
+        carries plus one chunk); without, `jax.checkpoint` per step (or per chunk when "chunked").
     cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of
         `jax.experimental.rnn` (`s2l_jax.cudnn`; GPU only). The other options then do not apply.
     """
@@ -166,28 +168,33 @@ def _pad_to_chunks(x: jax.Array, mask: jax.Array | None, chunk: int) -> tuple[ja
     return x, jnp.pad(mask, ((0, pad), (0, 0), (0, 0)))
 
 
-def _uses_custom_vjp(cell: str, p: Params, options: ScanOptions) -> bool:
-    return options.custom_vjp and not options.remat and "weight_hr" not in p
+def _uses_custom_vjp(p: Params, options: ScanOptions) -> bool:
+    return options.custom_vjp and "weight_hr" not in p
+
+
+_DIRECTIONS = {"lstm": (lstm_direction, lstm_direction_remat), "gru": (gru_direction, gru_direction_remat),
+               "rnn_tanh": (rnn_direction, rnn_direction_remat), "rnn_relu": (rnn_direction, rnn_direction_remat)}
 
 
 def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
     """`scan_direction` through the hand-written VJPs of `lstm_vjp`, `gru_vjp` and `rnn_vjp`."""
     total = x.shape[0]
-    chunk = {"per_step": 1, "hoisted": total, "chunked": balanced_chunk(total, options.chunk)}[
-        options.input_projection]
-    xp, mp = _pad_to_chunks(x, mask, chunk)
+    steps = balanced_chunk(total, options.chunk)
+    chunk = {"per_step": 1, "hoisted": total, "chunked": steps}[options.input_projection]
+    if options.remat:  # recompute chunks of `steps`, each projected per step or in one matmul
+        chunk = min(chunk, steps)
+    xp, mp = _pad_to_chunks(x, mask, steps if options.remat else chunk)
     zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
     b_ih, b_hh = p.get("bias_ih", zero), p.get("bias_hh", zero)
-    if cell in ("rnn_tanh", "rnn_relu"):
-        static = (reverse, chunk, options.unroll, cell == "rnn_relu")
-        ys, h = rnn_direction(static, p["weight_ih"], p["weight_hh"], b_ih + b_hh, xp, mp, *carry0)
-        return ys[:total], (h,)
-    static = (reverse, chunk, options.unroll, options.tanh_sigmoid)
-    if cell == "gru":
-        ys, h = gru_direction(static, p["weight_ih"], p["weight_hh"], b_ih, b_hh, xp, mp, *carry0)
-        return ys[:total], (h,)
-    ys, carry = lstm_direction(static, p["weight_ih"], p["weight_hh"], b_ih + b_hh, xp, mp, *carry0)
-    return ys[:total], carry
+    weights = (p["weight_ih"], p["weight_hh"]) + ((b_ih, b_hh) if cell == "gru" else (b_ih + b_hh,))
+    flag = cell == "rnn_relu" if cell.startswith("rnn") else options.tanh_sigmoid
+    static = (reverse, chunk, options.unroll, flag)
+    direct, remat = _DIRECTIONS[cell]
+    if options.remat:
+        ys, carry = remat((static, steps), weights, xp, mp, tuple(carry0))
+    else:
+        ys, carry = direct(static, weights, xp, mp, tuple(carry0))
+    return ys[:total], tuple(carry)
 
 
 def scan_direction(
@@ -205,7 +212,7 @@ def scan_direction(
     mask `(time, batch, 1)` bool or None; returns outputs `(time, batch, H_out)` (zero where masked) and the
     final carry (each sequence's state after its last valid step).
     """
-    if _uses_custom_vjp(cell, p, options):
+    if _uses_custom_vjp(p, options):
         return _custom(cell, p, x, mask, carry0, reverse, options)
     folded = _folds(cell, options)
     if folded:

@@ -8,11 +8,11 @@ accumulates `dW_hh` per step (and, under data parallelism, all-reduces it per st
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from s2l_jax.scan_vjp import make_direction, make_remat_direction
 
 # `Static`: (reverse, chunk, unroll, relu). x `(time, batch, input)` with time % chunk == 0.
 
@@ -21,9 +21,13 @@ def _act(pre: jax.Array, relu: bool) -> jax.Array:
     return jax.nn.relu(pre) if relu else jnp.tanh(pre)
 
 
-def _forward(static, w_ih, w_hh, bias, x, mask, h0, keep: bool):
-    """The scan; with `keep` also returns per-step residuals (h_prev, pre-activation)."""
+def forward(static, weights, x, mask, carry, keep: bool):
+    """The scan; with `keep` also returns per-step residuals (h_prev, pre-activation).
+
+    weights `(W_ih (H, input), W_hh (H, H), summed bias (H,))`, carry `(h,)`.
+    """
     reverse, chunk, unroll, relu = static
+    w_ih, w_hh, bias = weights
     w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, H), (H, H)
     total, batch = x.shape[0], x.shape[1]
 
@@ -44,34 +48,21 @@ def _forward(static, w_ih, w_hh, bias, x, mask, h0, keep: bool):
         def flat_step(h, inputs):
             return step(h, (inputs[0] @ w_ih_t + bias, inputs[1]))
 
-        h, (ys, res) = lax.scan(flat_step, h0, (x, mask), reverse=reverse, unroll=unroll)
-        return ys, h, res
+        h, (ys, res) = lax.scan(flat_step, carry[0], (x, mask), reverse=reverse, unroll=unroll)
+        return ys, (h,), res
     xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
     ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
-    h, (ys, res) = lax.scan(chunk_body, h0, (xs, ms), reverse=reverse)
+    h, (ys, res) = lax.scan(chunk_body, carry[0], (xs, ms), reverse=reverse)
     flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
-    return flat(ys), h, jax.tree.map(flat, res)
+    return flat(ys), (h,), jax.tree.map(flat, res)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def rnn_direction(static, w_ih, w_hh, bias, x, mask, h0):
-    """torch's Elman recurrence (weights `(H, input)`, `(H, H)`, summed bias `(H,)`) over time-major `x`.
-
-    mask `(time, batch, 1)` bool or None. Returns outputs `(time, batch, H)` (zero where masked) and h.
-    """
-    ys, h, _ = _forward(static, w_ih, w_hh, bias, x, mask, h0, keep=False)
-    return ys, h
-
-
-def _fwd(static, w_ih, w_hh, bias, x, mask, h0):
-    ys, h, res = _forward(static, w_ih, w_hh, bias, x, mask, h0, keep=True)
-    return (ys, h), (w_ih, w_hh, bias, x, mask, res)
-
-
-def _bwd(static, saved, cotangents):
+def backward(static, weights, x, mask, res, dys, dcarry):
+    """Gradients `((dW_ih, dW_hh, dbias), dx, (dh0,))` from `forward`'s residuals and the cotangents."""
     reverse, _, unroll, relu = static
-    w_ih, w_hh, bias, x, mask, (h_prev, pre) = saved
-    dys, dh_last = cotangents
+    w_ih, w_hh, _ = weights
+    h_prev, pre = res
+    (dh_last,) = dcarry
 
     def step(dh, inputs):
         dy, m_t, p = inputs
@@ -94,10 +85,9 @@ def _bwd(static, saved, cotangents):
     dw = lax.dot_general(da, xh, (((0, 1), (0, 1)), ((), ())))  # (H, input + H)
     dw_ih, dw_hh = dw[:, : x.shape[-1]], dw[:, x.shape[-1]:]
     dx = da @ w_ih  # (time, batch, input)
-    mask_ct = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
-    cast = lambda g, like: g.astype(like.dtype)  # noqa: E731  (cotangents keep their primal's dtype)
-    return (cast(dw_ih, w_ih), cast(dw_hh, w_hh), cast(jnp.sum(da, axis=(0, 1)), bias), cast(dx, x), mask_ct,
-            cast(dh0, h_prev))
+    return (dw_ih, dw_hh, jnp.sum(da, axis=(0, 1))), dx, (dh0,)
 
 
-rnn_direction.defvjp(_fwd, _bwd)
+# (static, (W_ih, W_hh, bias), x, mask, (h0,)) -> (outputs (time, batch, H) zero where masked, (h,))
+rnn_direction = make_direction(forward, backward)
+rnn_direction_remat = make_remat_direction(forward, backward)

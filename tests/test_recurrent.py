@@ -40,7 +40,9 @@ def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
 
 
 @pytest.mark.parametrize("layout", [dict(input_projection="per_step"), dict(input_projection="hoisted"),
-                                    dict(input_projection="chunked", chunk=4, fuse_directions=True)])
+                                    dict(input_projection="chunked", chunk=4, fuse_directions=True),
+                                    dict(input_projection="per_step", chunk=4, remat=True),
+                                    dict(input_projection="chunked", chunk=2, remat=True, fuse_directions=True)])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_hand_written_backward_equals_autodiff_of_the_scan(cell, layout):
     with jax.enable_x64(True):
