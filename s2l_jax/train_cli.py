@@ -10,6 +10,7 @@ from pathlib import Path
 
 from s2l_jax.checkpoint import latest_checkpoint
 from s2l_jax.model import PRESETS
+from s2l_jax.recurrent import CELLS, ScanOptions
 from s2l_jax.run_dir import read_labelled, read_meta_of_checkpoint
 from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.text import build_vocab, read_table
@@ -29,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-sep", default="|")
     p.add_argument("--preset", choices=sorted(PRESETS), default="mean")
     p.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
+    p.add_argument("--cell", choices=CELLS, help="recurrent cell (default: the preset's, lstm)")
+    p.add_argument("--num-layers", type=int, help="stacked recurrent layers (default: the preset's, 1)")
+    p.add_argument("--remat", action="store_true", help="recompute the recurrence in the backward pass: "
+                   "training memory grows with time / 16 instead of time, for long sequences (one extra forward)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.learning_rate)
@@ -92,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
     train, valid, meta, model_input = load_data(args, read_meta_of_checkpoint(ckpt) if ckpt else None)
     model_cfg = PRESETS[args.preset].replace(num_classes=len(meta["labels"]), **model_input)
-    if args.hidden_size:
-        model_cfg = model_cfg.replace(hidden_size=args.hidden_size)
+    overrides = {"hidden_size": args.hidden_size, "cell": args.cell, "num_layers": args.num_layers}
+    model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
                       clip_norm=args.clip, seed=args.seed, precision=args.precision, patience=args.patience,
@@ -101,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,
-                 meta={**meta, "preset": args.preset},
-                 progress=progress)
+                 meta={**meta, "preset": args.preset}, progress=progress, options=ScanOptions(remat=args.remat))
     best = result.history[result.best_epoch - 1]
     print(f"done in {time.perf_counter() - t0:.1f}s: best epoch {result.best_epoch}, valid accuracy "
           f"{best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}; saved {out}/model.safetensors")

@@ -23,6 +23,7 @@ from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from s2l_jax.curves import MetricsLog, Progress, plot_curves
 from s2l_jax.data import Dataset, epoch_plan, gather
 from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.recurrent import ScanOptions
 from s2l_jax.sharding import default_mesh, replicate, shard_batch
 from s2l_jax.train import TrainConfig, evaluate, make_optimizer, make_schedule, make_steps
 from s2l_jax.weights import atomic_write, load_weights, save_weights
@@ -68,17 +69,18 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
 
 def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Dataset, out: str | Path | None = None,
         resume: bool = False, meta: dict | None = None, log=print, progress: bool = False,
-        mesh: jax.sharding.Mesh | None = None) -> FitResult:
+        mesh: jax.sharding.Mesh | None = None, options: ScanOptions | None = None) -> FitResult:
     """Train `model_cfg` on `train`, validating on `valid` after each epoch. With `out`, checkpoint, log and save
     there; `resume` continues from its latest checkpoint. `meta` (labels, vocabulary, ...) is saved with the run.
-    `mesh`: the data-parallel mesh (default: all devices when there are several)."""
+    `mesh`: the data-parallel mesh (default: all devices when there are several). `options`: how the recurrence
+    runs (e.g. `ScanOptions(remat=True)` for long sequences); the same function, so not part of the run."""
     out = Path(out) if out is not None else None
     ckpt = _start(out, resume, model_cfg, cfg, log)
     mesh = default_mesh(mesh, cfg.batch_size)
     if mesh is not None and mesh.size > 1:
         log(f"data parallel: each batch of {cfg.batch_size} split over {mesh.size} {mesh.devices.flat[0].platform} "
             "devices")
-    model = SequenceClassifier(model_cfg)
+    model = SequenceClassifier(model_cfg, options=options or ScanOptions())
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     tx = make_optimizer(cfg, total_steps)

@@ -1,6 +1,7 @@
 import io
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -56,7 +57,7 @@ def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
     assert len(lines) == 3 and set(lines) <= {"pos", "neg"}
 
 
-def write_ts(path, n=24, multivariate=False):
+def write_ts(path, n=24, multivariate=False, lengths=(3, 9)):
     """A UCR/UEA-style .ts file: variable-length series, class = sign of the series' first value."""
     rng = np.random.default_rng(0)
     lines = ["# tiny test file", "@problemName Tiny", "@timeStamps false", "@missing false",
@@ -64,7 +65,7 @@ def write_ts(path, n=24, multivariate=False):
              "@data"]
     for i in range(n):
         label = ("up", "down")[i % 2]
-        x = rng.normal(size=rng.integers(3, 9)) * 0.1 + (1.0 if label == "up" else -1.0)
+        x = rng.normal(size=rng.integers(*lengths)) * 0.1 + (1.0 if label == "up" else -1.0)
         dims = [x, x[::-1]] if multivariate else [x]
         lines.append(":".join(",".join(f"{v:.4f}" for v in d) for d in dims) + f":{label}")
     path.write_text("\n".join(lines) + "\n")
@@ -85,6 +86,23 @@ def test_ts_series_train_evaluate_and_predict_without_an_embedding(tmp_path, cap
     capsys.readouterr()
     assert main(["predict", str(out), "--data", str(f)]) == 0
     assert capsys.readouterr().out.split() == ["up", "down"] * 12
+
+
+def test_cell_layers_and_remat_flags_train_a_stacked_gru_and_remat_changes_nothing(tmp_path):
+    f = tmp_path / "train.ts"
+    write_ts(f, lengths=(20, 40))  # padded to 32 or 64 steps: 2-4 recomputed chunks of 16
+    common = ["train", "--data", str(f), "--valid", str(f), "--epochs", "3", "--batch-size", "8", "--hidden-size",
+              "8", "--preset", "attention", "--cell", "gru", "--num-layers", "2"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--remat", "--out", str(tmp_path / "remat")]) == 0
+    from s2l_jax.weights import load_weights
+
+    plain, config = load_weights(tmp_path / "plain" / "model.safetensors")
+    remat, _ = load_weights(tmp_path / "remat" / "model.safetensors")
+    assert config.cell == "gru" and config.num_layers == 2 and "weight_hh_l1_reverse" in plain["encoder"]
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    assert main(["evaluate", str(tmp_path / "remat"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
 
 
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
