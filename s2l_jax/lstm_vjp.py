@@ -6,7 +6,8 @@ an extra pass per step: 5-9% slower.
 
 Autodiff of `lax.scan` instead accumulates `dW_hh` (and `dW_ih` when the projection is inside the loop) with a
 matmul per step and recomputes the gates. Same function, same gradients (up to float rounding); used by
-`recurrent.scan_direction` when `ScanOptions.custom_vjp` is set (LSTM without `proj_size`).
+`recurrent.scan_direction` when `ScanOptions.custom_vjp` is set. With `proj_size` each step also projects h by
+`W_hr`; the backward maps the projected gradient back through it, and `dW_hr` is one more dot after the loop.
 """
 
 from __future__ import annotations
@@ -39,15 +40,16 @@ def _activations(pre: jax.Array, tanh_sigmoid: bool) -> jax.Array:
 def forward(static, weights, x, mask, carry, keep: bool):
     """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, gate pre-activations).
 
-    weights `(W_ih (4H, input), W_hh (4H, H), summed bias (4H,))`, carry `(h, c)`.
+    weights `(W_ih (4H, input), W_hh (4H, P), summed bias (4H,))` and, with proj_size P, `W_hr (P, H)`
+    (without, P = H); carry `(h (batch, P), c (batch, H))`.
     """
     reverse, chunk, unroll, tanh_sigmoid = static
-    w_ih, w_hh, bias = weights
-    hidden = w_hh.shape[1]
+    w_ih, w_hh, bias = weights[:3]
+    w_hr_t = weights[3].T if len(weights) == 4 else None  # (H, P)
     if tanh_sigmoid:
-        scale = _gate_scale(hidden, w_hh.dtype)
+        scale = _gate_scale(w_hh.shape[0] // 4, w_hh.dtype)
         w_ih, w_hh, bias = w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
-    w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (H, 4H)
+    w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (P, 4H)
     total, batch = x.shape[0], x.shape[1]
 
     def step(carry, inputs):
@@ -57,6 +59,8 @@ def forward(static, weights, x, mask, carry, keep: bool):
         i, f, g, o = jnp.split(_activations(pre, tanh_sigmoid), 4, axis=-1)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
+        if w_hr_t is not None:
+            h_new = h_new @ w_hr_t  # (batch, P)
         res = (h, c, pre) if keep else ()
         if m_t is None:
             return (h_new, c_new), (h_new, res)
@@ -82,9 +86,10 @@ def forward(static, weights, x, mask, carry, keep: bool):
 
 
 def backward(static, weights, x, mask, res, dys, dcarry):
-    """Gradients `((dW_ih, dW_hh, dbias), dx, (dh0, dc0))` from `forward`'s residuals and the cotangents."""
+    """Gradients `((dW_ih, dW_hh, dbias[, dW_hr]), dx, (dh0, dc0))` from `forward`'s residuals and cotangents."""
     reverse, _, unroll, tanh_sigmoid = static
-    w_ih, w_hh, _ = weights
+    w_ih, w_hh = weights[:2]
+    w_hr = weights[3] if len(weights) == 4 else None  # (P, H)
     h_prev, c_prev, pre = res
     dh_n, dc_n = dcarry
 
@@ -93,23 +98,25 @@ def backward(static, weights, x, mask, res, dys, dcarry):
         dy, m_t, c, p = inputs
         i, f, g, o = jnp.split(_activations(p, tanh_sigmoid), 4, axis=-1)  # as the forward computed them
         t = jnp.tanh(f * c + i * g)
-        dh_new = dh + dy
+        dh_new = dh + dy  # (batch, P)
         if m_t is not None:
             dh_new = jnp.where(m_t, dh_new, jnp.zeros_like(dh_new))
             dc_in = jnp.where(m_t, dc, jnp.zeros_like(dc))
         else:
             dc_in = dc
-        dc_new = dc_in + dh_new * o * (1.0 - t * t)
+        dh_cell = dh_new if w_hr is None else dh_new @ w_hr  # (batch, H): d (o * tanh(c))
+        dc_new = dc_in + dh_cell * o * (1.0 - t * t)
         da = jnp.concatenate([dc_new * g * i * (1.0 - i), dc_new * c * f * (1.0 - f),
-                              dc_new * i * (1.0 - g * g), dh_new * t * o * (1.0 - o)], axis=-1)  # (batch, 4H)
-        dh_old = da @ w_hh  # (batch, H)
+                              dc_new * i * (1.0 - g * g), dh_cell * t * o * (1.0 - o)], axis=-1)  # (batch, 4H)
+        dh_old = da @ w_hh  # (batch, P)
         dc_old = dc_new * f
         if m_t is not None:
             dh_old = dh_old + jnp.where(m_t, jnp.zeros_like(dh), dh)
             dc_old = dc_old + jnp.where(m_t, jnp.zeros_like(dc), dc)
-        return (dh_old, dc_old), da
+        return (dh_old, dc_old), (da, () if w_hr is None else (dh_new, o * t))
 
-    (dh0, dc0), da = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse, unroll=unroll)
+    (dh0, dc0), (da, proj) = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse,
+                                      unroll=unroll)
     # one (4H, input + H) weight-gradient dot: XLA CPU's dot contracting over time * batch ran as slowly at
     # N = input as at N = input + H (large benchmark: 137 ms for the two, 99 ms for one on the concatenation).
     # Contracting time and batch as two axes (no reshape) lets a batch-sharded step reduce partial sums
@@ -118,9 +125,13 @@ def backward(static, weights, x, mask, res, dys, dcarry):
     dw = lax.dot_general(da, xh, (((0, 1), (0, 1)), ((), ())))  # (4H, input + H)
     dw_ih, dw_hh = dw[:, : x.shape[-1]], dw[:, x.shape[-1]:]
     dx = da @ w_ih  # (time, batch, input)
-    return (dw_ih, dw_hh, jnp.sum(da, axis=(0, 1))), dx, (dh0, dc0)
+    dweights = (dw_ih, dw_hh, jnp.sum(da, axis=(0, 1)))
+    if w_hr is not None:
+        dh_p, h_cell = proj  # (time, batch, P), (time, batch, H)
+        dweights += (lax.dot_general(dh_p, h_cell, (((0, 1), (0, 1)), ((), ()))),)  # (P, H)
+    return dweights, dx, (dh0, dc0)
 
 
-# (static, (W_ih, W_hh, bias), x, mask, (h0, c0)) -> (outputs (time, batch, H) zero where masked, (h, c))
+# (static, (W_ih, W_hh, bias[, W_hr]), x, mask, (h0, c0)) -> (outputs (time, batch, P) zero where masked, (h, c))
 lstm_direction = make_direction(forward, backward)
 lstm_direction_remat = make_remat_direction(forward, backward)

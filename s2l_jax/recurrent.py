@@ -45,8 +45,8 @@ class ScanOptions:
     fold_half: with tanh_sigmoid, fold the 0.5 into the sigmoid gates' weight rows at compute time (exact: a power
         of two), so one tanh covers every gate; stored params stay torch's.
     custom_vjp: use the hand-written backward of `s2l_jax.lstm_vjp` / `gru_vjp` / `rnn_vjp` (stores gate
-        pre-activations; weight and input gradients as large matmuls after the loop). LSTMs with proj_size use
-        autodiff. Reverse mode only: forward mode (`jax.jvp`, `jax.jacfwd`) needs custom_vjp=False.
+        pre-activations; weight and input gradients as large matmuls after the loop); otherwise autodiff of the
+        scan. Reverse mode only: forward mode (`jax.jvp`, `jax.jacfwd`) needs custom_vjp=False.
     remat: recompute instead of storing each step's intermediates, for long sequences: with custom_vjp the
         backward pass reruns each chunk of `chunk` steps from the carry that entered it (memory ~ time / chunk
         carries plus one chunk); without, `jax.checkpoint` per step (or per chunk when "chunked").
@@ -168,10 +168,6 @@ def _pad_to_chunks(x: jax.Array, mask: jax.Array | None, chunk: int) -> tuple[ja
     return x, jnp.pad(mask, ((0, pad), (0, 0), (0, 0)))
 
 
-def _uses_custom_vjp(p: Params, options: ScanOptions) -> bool:
-    return options.custom_vjp and "weight_hr" not in p
-
-
 _DIRECTIONS = {"lstm": (lstm_direction, lstm_direction_remat), "gru": (gru_direction, gru_direction_remat),
                "rnn_tanh": (rnn_direction, rnn_direction_remat), "rnn_relu": (rnn_direction, rnn_direction_remat)}
 
@@ -187,6 +183,8 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
     zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
     b_ih, b_hh = p.get("bias_ih", zero), p.get("bias_hh", zero)
     weights = (p["weight_ih"], p["weight_hh"]) + ((b_ih, b_hh) if cell == "gru" else (b_ih + b_hh,))
+    if "weight_hr" in p:
+        weights += (p["weight_hr"],)
     flag = cell == "rnn_relu" if cell.startswith("rnn") else options.tanh_sigmoid
     static = (reverse, chunk, options.unroll, flag)
     direct, remat = _DIRECTIONS[cell]
@@ -212,7 +210,7 @@ def scan_direction(
     mask `(time, batch, 1)` bool or None; returns outputs `(time, batch, H_out)` (zero where masked) and the
     final carry (each sequence's state after its last valid step).
     """
-    if _uses_custom_vjp(p, options):
+    if options.custom_vjp:
         return _custom(cell, p, x, mask, carry0, reverse, options)
     folded = _folds(cell, options)
     if folded:

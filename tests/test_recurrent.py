@@ -43,18 +43,19 @@ def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
                                     dict(input_projection="chunked", chunk=4, fuse_directions=True),
                                     dict(input_projection="per_step", chunk=4, remat=True),
                                     dict(input_projection="chunked", chunk=2, remat=True, fuse_directions=True)])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
-def test_hand_written_backward_equals_autodiff_of_the_scan(cell, layout):
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)])
+def test_hand_written_backward_equals_autodiff_of_the_scan(cell, proj, layout):
     with jax.enable_x64(True):
         fast = ScanOptions(custom_vjp=True, **layout)
-        module = make_encoder(cell, 5, num_layers=2, bidirectional=True, batch_first=True,
+        module = make_encoder(cell, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=proj,
                               param_dtype=jnp.float64, options=fast)
         x = jax.random.normal(jax.random.key(1), (3, 6, 4), jnp.float64)
         lengths = jnp.array([6, 1, 3])
         params = module.init(jax.random.key(0), x)["params"]
+        h_out = proj or 5
         h0 = jax.random.normal(jax.random.key(2), (4, 3, 5), jnp.float64)
-        state = (h0, 0.5 * h0) if cell == "lstm" else h0
-        cot = jax.random.normal(jax.random.key(3), (3, 6, 10), jnp.float64)
+        state = (h0[..., :h_out], 0.5 * h0) if cell == "lstm" else h0
+        cot = jax.random.normal(jax.random.key(3), (3, 6, 2 * h_out), jnp.float64)
 
         def loss(m, p, x_, s):
             out, final = m.apply({"params": p}, x_, lengths=lengths, initial_state=s)

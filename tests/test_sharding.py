@@ -62,9 +62,10 @@ s2l_jax.pooling.SCORE_ROWS = 16  # attention scores in chunks of 2 time steps, a
 data = tiny_text(8)
 mesh = data_mesh()
 options = ScanOptions(custom_vjp=sys.argv[1] == "custom")
-cases = [("last", "lstm"), ("mean", "lstm"), ("attention", "lstm"), ("mean", "gru"), ("last", "rnn_tanh")]
-for pooling, cell in cases:
-    model = SequenceClassifier(dataclasses.replace(tiny_cfg(pooling), cell=cell), options=options)
+cases = [("last", "lstm", 0), ("mean", "lstm", 0), ("attention", "lstm", 0), ("mean", "lstm", 4), ("mean", "gru", 0),
+         ("last", "rnn_tanh", 0)]
+for pooling, cell, proj in cases:
+    model = SequenceClassifier(dataclasses.replace(tiny_cfg(pooling), cell=cell, proj_size=proj), options=options)
     params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
     tx = optax.adam(1e-3)
     train_step, eval_step = make_steps(model, tx)
@@ -73,11 +74,11 @@ for pooling, cell in cases:
     hlo = train_step.lower(*state, np.int32(0), *batch).compile().as_text()
     ops = {op: hlo.count(op + "(") for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce")}
     assert ops["all-gather"] == ops["all-to-all"] == ops["collective-permute"] == 0 and ops["all-reduce"] >= 1, (
-        pooling, cell, ops)
+        pooling, cell, proj, ops)
     bodies = loop_bodies(hlo)
     assert bodies, "no while loop found in the compiled step"
     if any("all-reduce(" in b for b in bodies):
-        print("all-reduce in the time loop:", pooling, cell)
+        print("all-reduce in the time loop:", pooling, cell, proj)
     hlo = eval_step.lower(state[0], *batch).compile().as_text()
     assert "all-gather(" not in hlo and "all-to-all(" not in hlo, pooling
 print("no gathers")
@@ -103,7 +104,7 @@ def test_data_parallel_steps_keep_the_batch_split_and_all_reduce_gradients_once_
     out = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "custom")
     assert "no gathers" in out and "all-reduce in the time loop" not in out, out
     autodiff = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "autodiff")  # the check can see the per-step all-reduce
-    assert autodiff.count("all-reduce in the time loop") == 5, autodiff
+    assert autodiff.count("all-reduce in the time loop") == 6, autodiff
 
 
 
