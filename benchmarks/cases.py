@@ -1,4 +1,5 @@
-"""The benchmark grid: 3 seed models x 2 sizes x {infer, train}, and the inputs every framework gets."""
+"""The benchmark grid: 3 seed models x 2 sizes x {infer, train} (LSTM, as the seed wrote them; `--cells gru`
+adds the same grid with GRUs), and the inputs every framework gets."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ SIZES = {
     "large": dict(batch=64, time=256, embed=128, hidden=256),
 }
 MODES = ("infer", "train")
+CELLS = ("lstm", "gru")
 VOCAB, CLASSES = 1000, 5
 # *_dp: one CPU device per core, the batch split over them (s2l_jax.sharding.use_cpu_devices)
 FRAMEWORKS = ("s2l_jax", "s2l_jax_dp", "flax_linen", "flax_linen_dp", "torch_eager", "torch_eager_nomkldnn",
@@ -23,10 +25,11 @@ class Case:
     model: str  # "last" | "mean" | "attention" (parity.torch_models.SEED_MODELS / s2l_jax.PRESETS)
     size: str  # key of SIZES
     mode: str  # "infer" | "train" (one Adam step on cross-entropy)
+    cell: str = "lstm"  # | "gru"
 
     @property
     def name(self) -> str:
-        return f"{self.size}/{self.model}/{self.mode}"
+        return f"{self.size}/{self.model}/{self.mode}" + ("" if self.cell == "lstm" else f"/{self.cell}")
 
     @property
     def dims(self) -> dict:
@@ -37,15 +40,15 @@ class Case:
 
     @classmethod
     def parse(cls, name: str) -> Case:
-        size, model, mode = name.split("/")
-        return cls(model, size, mode)
+        size, model, mode, *cell = name.split("/")
+        return cls(model, size, mode, *cell)
 
 
-def grid(quick: bool = False) -> list[Case]:
-    """All 12 cases; quick: the seed size's last/attention models only (a smoke run)."""
+def grid(quick: bool = False, cells: tuple[str, ...] = ("lstm",)) -> list[Case]:
+    """The 12 cases per cell; quick: the seed size's last/attention models only (a smoke run)."""
     if quick:
-        return [Case(m, "seed", mode) for m in ("last", "attention") for mode in MODES]
-    return [Case(m, s, mode) for s in SIZES for m in MODELS for mode in MODES]
+        return [Case(m, "seed", mode, c) for c in cells for m in ("last", "attention") for mode in MODES]
+    return [Case(m, s, mode, c) for c in cells for s in SIZES for m in MODELS for mode in MODES]
 
 
 def batch_arrays(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

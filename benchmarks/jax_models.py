@@ -1,4 +1,5 @@
-"""s2l_jax and the flax.linen baseline (nn.RNN + OptimizedLSTMCell + the same heads) as timed step functions."""
+"""s2l_jax and the flax.linen baseline (nn.RNN + OptimizedLSTMCell or GRUCell + the same heads) as timed step
+functions."""
 
 from __future__ import annotations
 
@@ -14,21 +15,23 @@ from benchmarks.cases import CLASSES, VOCAB, Case, batch_arrays
 
 
 class FlaxLinenClassifier(nn.Module):
-    """The seed's three models in idiomatic flax.linen: Embed -> nn.RNN(OptimizedLSTMCell) -> head -> Dense."""
+    """The seed's three models in idiomatic flax.linen: Embed -> nn.RNN(OptimizedLSTMCell or GRUCell) -> head ->
+    Dense."""
 
     pooling: str
     embed: int
     hidden: int
+    cell: str = "lstm"
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         x = nn.Embed(VOCAB, self.embed)(tokens)  # (batch, time, embed)
+        make_cell = nn.OptimizedLSTMCell if self.cell == "lstm" else nn.GRUCell
         if self.pooling == "last":
-            (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True)(x)
-            pooled = h
+            carry, _ = nn.RNN(make_cell(self.hidden), return_carry=True)(x)
+            pooled = carry[1] if self.cell == "lstm" else carry  # LSTM carry: (c, h)
         else:
-            out = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
-                                   nn.RNN(nn.OptimizedLSTMCell(self.hidden)))(x)  # (batch, time, 2H)
+            out = nn.Bidirectional(nn.RNN(make_cell(self.hidden)), nn.RNN(make_cell(self.hidden)))(x)  # (B, T, 2H)
             if self.pooling == "mean":
                 pooled = jnp.mean(out, axis=1)
             else:
@@ -40,13 +43,13 @@ class FlaxLinenClassifier(nn.Module):
 def make_model(framework: str, case: Case, options: dict) -> nn.Module:
     d = case.dims
     if framework in ("flax_linen", "flax_linen_dp"):
-        return FlaxLinenClassifier(case.model, d["embed"], d["hidden"])
+        return FlaxLinenClassifier(case.model, d["embed"], d["hidden"], case.cell)
     from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
 
     if framework == "s2l_jax_cudnn":  # GPU only: the cuDNN LSTM kernel behind the same params
         options = {**options, "cudnn": True}
     config = PRESETS[case.model].replace(vocab_size=VOCAB, embedding_dim=d["embed"], hidden_size=d["hidden"],
-                                         num_classes=CLASSES)
+                                         num_classes=CLASSES, cell=case.cell)
     return SequenceClassifier(config, options=ScanOptions(**options))
 
 

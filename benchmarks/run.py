@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.cases import FRAMEWORKS, grid
+from benchmarks.cases import CELLS, FRAMEWORKS, grid
 from benchmarks.report import bar_chart, markdown, summarize
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 seed-size cases, 1 round, short budget")
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     ap.add_argument("--cases", default="", help="comma-separated size/model/mode filters (substring match)")
+    ap.add_argument("--cells", default="lstm", help="comma-separated recurrent cells: lstm (the seed's), gru")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2, quick 1)")
     ap.add_argument("--budget", type=float, default=None, help="timed seconds per worker (default 2, quick 0.3)")
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
     frameworks = [f for f in args.frameworks.split(",") if f]
     if args.quick and args.frameworks == ",".join(FRAMEWORKS):
         frameworks = ["s2l_jax", "flax_linen", "torch_eager", "torch_eager_nomkldnn"]
-    cases = [c.name for c in grid(args.quick)]
+    cells = tuple(c for c in args.cells.split(",") if c)
+    if unknown := set(cells) - set(CELLS):
+        ap.error(f"unknown cells {sorted(unknown)}; expected some of {CELLS}")
+    cases = [c.name for c in grid(args.quick, cells)]
     if args.cases:
         cases = [c for c in cases if any(f in c for f in args.cases.split(","))]
     load_start = os.getloadavg()[0]

@@ -1,5 +1,5 @@
-"""The seed's torch models (parity.torch_models.SEED_MODELS) as timed steps: eager (oneDNN on or off) or
-torch.compile."""
+"""The seed's torch models (parity.torch_models.SEED_MODELS; for GRU cases the same architecture through
+parity.torch_models.TorchSequenceClassifier) as timed steps: eager (oneDNN on or off) or torch.compile."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from benchmarks.cases import CLASSES, VOCAB, Case, batch_arrays
 def build(framework: str, case: Case, *, device: str = "cpu", options: dict | None = None,
           threads: int = 2) -> tuple[Callable[[], None], dict]:
     """A no-argument step to time and facts; "torch_compile" reports the first call's time as compile time."""
-    from parity.torch_models import SEED_MODELS
+    from parity.torch_models import SEED_MODELS, TorchSequenceClassifier
+    from s2l_jax import PRESETS
 
     del options
     torch.set_num_threads(threads)
@@ -26,7 +27,12 @@ def build(framework: str, case: Case, *, device: str = "cpu", options: dict | No
         torch.backends.cudnn.allow_tf32 = False
     d = case.dims
     torch.manual_seed(0)
-    model = SEED_MODELS[case.model](VOCAB, d["embed"], d["hidden"], CLASSES).to(dev)
+    if case.cell == "lstm":
+        model = SEED_MODELS[case.model](VOCAB, d["embed"], d["hidden"], CLASSES).to(dev)
+    else:
+        config = PRESETS[case.model].replace(vocab_size=VOCAB, embedding_dim=d["embed"], hidden_size=d["hidden"],
+                                             num_classes=CLASSES, cell=case.cell)
+        model = TorchSequenceClassifier(config).to(dev)
     tokens, labels = (torch.as_tensor(a, dtype=torch.int64, device=dev) for a in batch_arrays(case))
     forward = torch.compile(model) if framework == "torch_compile" else model
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -2,7 +2,9 @@
 
 import json
 
-from benchmarks.cases import grid
+import pytest
+
+from benchmarks.cases import Case, grid
 from benchmarks.report import markdown, summarize
 from benchmarks.run import main
 
@@ -36,3 +38,15 @@ def test_run_writes_results(tmp_path):
     assert data["runs"][0]["samples_ms"] and data["runs"][0]["compile_s"] > 0
     assert (tmp_path / "smoke.md").read_text().count("seed/last/infer") == 1
     assert (tmp_path / "smoke.png").stat().st_size > 0
+
+
+def test_gru_grid_runs_for_every_framework_kind_and_unknown_cells_are_refused(tmp_path):
+    assert Case.parse("large/mean/train/gru") == Case("mean", "large", "train", "gru")
+    assert len(grid(cells=("lstm", "gru"))) == 24 and Case.parse("seed/last/infer").cell == "lstm"
+    main(["--quick", "--cells", "gru", "--frameworks", "s2l_jax,flax_linen,torch_eager", "--cases", "seed/last/train",
+          "--budget", "0.05", "--out", str(tmp_path), "--name", "gru"])
+    summary = json.loads((tmp_path / "gru.json").read_text())["summary"]
+    assert list(summary) == ["seed/last/train/gru"]
+    assert set(summary["seed/last/train/gru"]["s2l_jax"]["speedup_vs"]) >= {"flax_linen", "torch_eager"}
+    with pytest.raises(SystemExit):
+        main(["--quick", "--cells", "gru,lstn", "--out", str(tmp_path)])
