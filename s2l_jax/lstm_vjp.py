@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from s2l_jax.scan_vjp import make_direction, make_remat_direction
+from s2l_jax.scan_vjp import make_direction, make_remat_direction, scan_projected
 
 # `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
 
@@ -50,7 +50,6 @@ def forward(static, weights, x, mask, carry, keep: bool):
         scale = _gate_scale(w_hh.shape[0] // 4, w_hh.dtype)
         w_ih, w_hh, bias = w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
     w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (P, 4H)
-    total, batch = x.shape[0], x.shape[1]
 
     def step(carry, inputs):
         h, c = carry
@@ -67,22 +66,9 @@ def forward(static, weights, x, mask, carry, keep: bool):
         carry = (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c))
         return carry, (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
 
-    def chunk_body(carry, inputs):
-        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch, 1)
-        xg = x_c @ w_ih_t + bias  # (chunk, batch, 4H)
-        return lax.scan(step, carry, (xg, m_c), reverse=reverse, unroll=unroll)
-
-    if chunk == 1:  # per-step projection in one flat scan
-        def flat_step(carry, inputs):
-            return step(carry, (inputs[0] @ w_ih_t + bias, inputs[1]))
-
-        carry, (ys, res) = lax.scan(flat_step, tuple(carry), (x, mask), reverse=reverse, unroll=unroll)
-        return ys, carry, res
-    xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
-    ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
-    carry, (ys, res) = lax.scan(chunk_body, tuple(carry), (xs, ms), reverse=reverse)
-    flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
-    return flat(ys), carry, jax.tree.map(flat, res)
+    carry, (ys, res) = scan_projected(step, tuple(carry), x, mask, lambda a: a @ w_ih_t + bias, reverse=reverse,
+                                      chunk=chunk, unroll=unroll)
+    return ys, carry, res
 
 
 def backward(static, weights, x, mask, res, dys, dcarry):

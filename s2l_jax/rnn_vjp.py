@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from s2l_jax.scan_vjp import make_direction, make_remat_direction
+from s2l_jax.scan_vjp import make_direction, make_remat_direction, scan_projected
 
 # `Static`: (reverse, chunk, unroll, relu). x `(time, batch, input)` with time % chunk == 0.
 
@@ -29,7 +29,6 @@ def forward(static, weights, x, mask, carry, keep: bool):
     reverse, chunk, unroll, relu = static
     w_ih, w_hh, bias = weights
     w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, H), (H, H)
-    total, batch = x.shape[0], x.shape[1]
 
     def step(h, inputs):
         xg, m_t = inputs  # (batch, H)
@@ -40,21 +39,9 @@ def forward(static, weights, x, mask, carry, keep: bool):
             return h_new, (h_new, res)
         return jnp.where(m_t, h_new, h), (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
 
-    def chunk_body(h, inputs):
-        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch, 1)
-        return lax.scan(step, h, (x_c @ w_ih_t + bias, m_c), reverse=reverse, unroll=unroll)
-
-    if chunk == 1:  # per-step projection in one flat scan
-        def flat_step(h, inputs):
-            return step(h, (inputs[0] @ w_ih_t + bias, inputs[1]))
-
-        h, (ys, res) = lax.scan(flat_step, carry[0], (x, mask), reverse=reverse, unroll=unroll)
-        return ys, (h,), res
-    xs = x.reshape(total // chunk, chunk, batch, x.shape[-1])
-    ms = None if mask is None else mask.reshape(total // chunk, chunk, *mask.shape[1:])
-    h, (ys, res) = lax.scan(chunk_body, carry[0], (xs, ms), reverse=reverse)
-    flat = lambda a: a.reshape(total, *a.shape[2:])  # noqa: E731
-    return flat(ys), (h,), jax.tree.map(flat, res)
+    h, (ys, res) = scan_projected(step, carry[0], x, mask, lambda a: a @ w_ih_t + bias, reverse=reverse,
+                                  chunk=chunk, unroll=unroll)
+    return ys, (h,), res
 
 
 def backward(static, weights, x, mask, res, dys, dcarry):

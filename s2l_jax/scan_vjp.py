@@ -53,6 +53,24 @@ def _chunks(a: jax.Array | None, chunk: int) -> jax.Array | None:
     return None if a is None else a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
 
 
+def scan_projected(step: Callable, carry, x: jax.Array, mask, project: Callable, *, reverse: bool, chunk: int,
+                   unroll: int):
+    """`lax.scan(step, carry, (project(x), mask))` with the input projection done per step (chunk 1) or per
+    chunk of `chunk` steps in one matmul (an outer scan over chunks). Returns (carry, outputs over time)."""
+    if chunk == 1:
+        def flat_step(c, inputs):
+            return step(c, (project(inputs[0]), inputs[1]))
+
+        return lax.scan(flat_step, carry, (x, mask), reverse=reverse, unroll=unroll)
+
+    def chunk_body(c, inputs):
+        x_c, m_c = inputs  # (chunk, batch, input), (chunk, batch, 1) or None
+        return lax.scan(step, c, (project(x_c), m_c), reverse=reverse, unroll=unroll)
+
+    carry, out = lax.scan(chunk_body, carry, (_chunks(x, chunk), _chunks(mask, chunk)), reverse=reverse)
+    return carry, jax.tree.map(lambda a: a.reshape(x.shape[0], *a.shape[2:]), out)
+
+
 def make_remat_direction(forward: Callable, backward: Callable) -> Callable:
     """`direction((static, chunk), weights, x, mask, carry)`, recomputing each chunk's residuals backward.
 
