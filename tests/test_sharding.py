@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import jax
 import pytest
@@ -85,9 +86,14 @@ print("no gathers")
 """
 
 
+# Not the session's cache: executables compiled in a process with several fake devices, loaded later by the
+# one-device test process, coincided with segfaults in test_train (full suite only).
+_FAKE_DEVICES_CACHE = tempfile.mkdtemp(prefix="s2l-test-xla-cache-fake-devices-")
+
+
 def _run_on_fake_devices(script: str, count: int, *args: str) -> str:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.path.dirname(__file__), "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+           "PYTHONPATH": os.path.dirname(__file__), "JAX_COMPILATION_CACHE_DIR": _FAKE_DEVICES_CACHE,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     out = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
