@@ -55,7 +55,7 @@ def make_model(framework: str, case: Case, options: dict) -> nn.Module:
 
 def step_functions(model: nn.Module, case: Case, tokens, labels):
     """(jitted function, its arguments, whether it returns new state) for the case's mode."""
-    params = model.init(jax.random.key(0), tokens)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]  # eager init keeps executables alive
     if case.mode == "infer":
         return jax.jit(lambda p, t: model.apply({"params": p}, t)), [params, tokens]
     tx = optax.adam(1e-3)

@@ -85,7 +85,9 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     total_steps = steps_per_epoch * cfg.epochs
     tx = make_optimizer(cfg, total_steps)
     schedule = make_schedule(cfg, total_steps)
-    params = model.init(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
+    # Jitted: an eager init runs its scans op by op, and JAX keeps each such scan's executable (and its memory
+    # mappings) for the life of the process, so many fits in one process crashed at vm.max_map_count.
+    params = jax.jit(model.init)(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
     opt_state = tx.init(params)
     train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label)
     run = {"epoch": 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0, "history": [], "best_loss": None,

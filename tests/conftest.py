@@ -17,3 +17,22 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+
+
+def memory_map_count() -> int:
+    """How many memory mappings this process holds (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _drop_compiled_executables():
+    """JAX keeps the executable of every eager scan for the life of the process, each with its own memory
+    mappings; the suite's thousands of them reached vm.max_map_count (65530) and the next mmap segfaulted the
+    run in test_train. Dropping them past a third of that costs a few cache reloads, not a recompile per test."""
+    yield
+    if memory_map_count() > 20_000:
+        jax.clear_caches()

@@ -86,8 +86,7 @@ print("no gathers")
 """
 
 
-# Not the session's cache: executables compiled in a process with several fake devices, loaded later by the
-# one-device test process, coincided with segfaults in test_train (full suite only).
+# Not the session's cache: executables compiled for several fake devices are of no use to the one-device process.
 _FAKE_DEVICES_CACHE = tempfile.mkdtemp(prefix="s2l-test-xla-cache-fake-devices-")
 
 

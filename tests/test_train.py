@@ -1,8 +1,10 @@
 import dataclasses
+import gc
 
 import jax
 import numpy as np
 import pytest
+from conftest import memory_map_count
 
 from s2l_jax.data import Dataset, load_default, split
 from s2l_jax.model import PRESETS, ClassifierConfig, SequenceClassifier
@@ -63,6 +65,19 @@ def test_multi_label_targets_train_with_sigmoid_bce_to_exact_match():
     cfg = tiny_cfg().replace(num_classes=3)
     result = fit(cfg, TrainConfig(epochs=60, batch_size=8, learning_rate=1e-2, warmup_steps=2), data, data, **QUIET)
     assert result.history[-1]["accuracy"] == 1.0
+
+
+@pytest.mark.skipif(memory_map_count() == 0, reason="counts /proc/self/maps")
+def test_repeated_fits_leave_no_compiled_executables_behind():
+    """An eager model.init left ~65 memory mappings per fit in JAX's caches: a sweep of ~1000 fits in one process
+    would reach vm.max_map_count and segfault."""
+    data = tiny_text()
+    counts = []
+    for _ in range(3):
+        fit(tiny_cfg(), dataclasses.replace(FAST, epochs=1), data, data, **QUIET)
+        gc.collect()
+        counts.append(memory_map_count())
+    assert counts[2] - counts[1] < 20, counts
 
 
 def test_macro_f1_matches_its_definition_on_a_hand_checked_case():
