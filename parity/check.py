@@ -115,28 +115,29 @@ def compare(
             others = {k: v for k, v in variables.items() if k != "params"}
             j_inputs = [jnp.asarray(a) for a in arrays]
 
-            def loss(p, float_inputs):
-                xs = list(j_inputs)
+            def loss(p, float_inputs, xs, others, cots, kwargs):
+                xs = list(xs)
                 for i, x in zip(floating, float_inputs, strict=True):
                     xs[i] = x
                 out = flax_module.apply({"params": p, **others}, *xs, **kwargs)
-                leaves = _leaves(out, recurrent)
-                total = sum(jnp.sum(v * c.astype(v.dtype)) for (_, v), c in zip(leaves, cots, strict=True))
-                return total, leaves
+                values = [v for _, v in _leaves(out, recurrent)]
+                return sum(jnp.sum(v * c.astype(v.dtype)) for v, c in zip(values, cots, strict=True)), values
 
-            float_inputs = [j_inputs[i] for i in floating]
+            # Jitted: JAX keeps the executable of every eager scan for the life of the process, so a suite of
+            # many comparisons would pile up memory mappings until the process crashes.
+            args = (params, [j_inputs[i] for i in floating], j_inputs, others, cots, kwargs)
             if gradients:
-                (_, j_leaves), (g_params, g_inputs) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-                    params, float_inputs)
+                (_, j_leaves), (g_params, g_inputs) = jax.jit(
+                    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(*args)
                 sum((v * torch.from_numpy(c).to(v.dtype)).sum() for (_, v), c in zip(t_leaves, cots, strict=True)
                     ).backward()
             else:
-                _, j_leaves = loss(params, float_inputs)
+                _, j_leaves = jax.jit(loss)(*args)
     finally:
         torch_module.train(was_training)
     if len(j_leaves) != len(t_leaves):
         raise ValueError(f"torch returns {len(t_leaves)} tensors, the Flax module {len(j_leaves)}")
-    for (name, t), (_, j) in zip(t_leaves, j_leaves, strict=True):
+    for (name, t), j in zip(t_leaves, j_leaves, strict=True):
         entries.append(diff("output", name, j, _np(t), tol))
     if gradients:
         g_flat = flatten(g_params)

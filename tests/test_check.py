@@ -1,6 +1,7 @@
 """compare / assert_parity against real torch modules: equal models pass, one-ulp noise passes, planted real
 differences (swapped gates, a dropped bias_hh) fail naming the right tensor; reports render; tolerance policy."""
 
+import gc
 import json
 
 import jax
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from conftest import memory_map_count
 from torch import nn
 
 from parity import from_torch, torch_recurrent
@@ -53,6 +55,20 @@ def test_recurrent_layer_with_lengths_checks_states_and_input_gradients(cell):
     names = {e.label for e in report.entries}
     assert {"output output", "output h_n", "gradient input[0]"} <= names
     assert ("output c_n" in names) == (cell == "lstm")
+
+
+@pytest.mark.skipif(memory_map_count() == 0, reason="counts /proc/self/maps")
+def test_repeated_comparisons_leave_no_compiled_executables_behind():
+    """compare ran the Flax side eagerly, and JAX keeps every eager scan's executable: a suite of many comparisons
+    piled up memory mappings until the process reached vm.max_map_count and segfaulted."""
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    counts = []
+    for _ in range(3):
+        compare(tm, fm, variables, _tokens())
+        gc.collect()
+        counts.append(memory_map_count())
+    assert counts[2] - counts[1] < 20, counts
 
 
 def test_float64_models_meet_the_float64_tolerance():
