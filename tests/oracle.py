@@ -53,7 +53,8 @@ def compare_recurrent(cell, *, layers=1, bidirectional=False, proj_size=0, bias=
         s = s if cell == "lstm" else (s,)
         return sum(jnp.sum(t * to_j(c)) for t, c in zip((o, *s), cot, strict=True)), (o, s)
 
-    (_, (jo, js)), grads = jax.value_and_grad(jloss, argnums=(0, 1, 2), has_aux=True)(
+    # Jitted: JAX would keep an eager scan's executable for the rest of the session (see conftest).
+    (_, (jo, js)), grads = jax.jit(jax.value_and_grad(jloss, argnums=(0, 1, 2), has_aux=True))(
         variables["params"], to_j(x), jstate)
     diffs = {"output": close(jo, out.detach().numpy(), tol)}
     for name, a, b in zip(("h_n", "c_n"), js, st, strict=False):

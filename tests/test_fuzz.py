@@ -48,7 +48,7 @@ def configs(draw):
 @given(configs(), st.integers(0, 2**31 - 1))
 def test_random_configurations_match_torch(cfg, seed):
     torch.manual_seed(seed)
-    jax.clear_caches()  # each case's eager scans keep their executables: thousands reach vm.max_map_count
+    jax.clear_caches()  # every case compiles for new shapes and JAX keeps each executable (see conftest)
     float64 = cfg.pop("float64")
     with jax.enable_x64(float64):
         diffs = compare_recurrent(**cfg, dtype=torch.float64 if float64 else torch.float32,

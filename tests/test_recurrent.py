@@ -28,8 +28,8 @@ def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
                               param_dtype=jnp.float64, options=options)
         x = jax.random.normal(jax.random.key(1), (3, 6, 4), jnp.float64)
         lengths = np.array([6, 1, 3])
-        variables = module.init(jax.random.key(0), x)
-        out, state = module.apply(variables, x, lengths=lengths)
+        variables = jax.jit(module.init)(jax.random.key(0), x)
+        out, state = jax.jit(lambda v: module.apply(v, x, lengths=lengths))(variables)
         h_n = state[0] if cell == "lstm" else state
         ref_out, ref_h, ref_c = reference_recurrent(cell, variables["params"], x, num_layers=2,
                                                     bidirectional=True, lengths=lengths)
@@ -51,7 +51,7 @@ def test_hand_written_backward_equals_autodiff_of_the_scan(cell, proj, layout):
                               param_dtype=jnp.float64, options=fast)
         x = jax.random.normal(jax.random.key(1), (3, 6, 4), jnp.float64)
         lengths = jnp.array([6, 1, 3])
-        params = module.init(jax.random.key(0), x)["params"]
+        params = jax.jit(module.init)(jax.random.key(0), x)["params"]
         h_out = proj or 5
         h0 = jax.random.normal(jax.random.key(2), (4, 3, 5), jnp.float64)
         state = (h0[..., :h_out], 0.5 * h0) if cell == "lstm" else h0
@@ -62,8 +62,8 @@ def test_hand_written_backward_equals_autodiff_of_the_scan(cell, proj, layout):
             return jnp.sum(out * cot) + sum(jnp.sum(jnp.sin(f)) for f in jax.tree.leaves(final))
 
         slow = module.clone(options=ScanOptions(custom_vjp=False, **layout))
-        got = jax.grad(loss, argnums=(1, 2, 3))(module, params, x, state)
-        want = jax.grad(loss, argnums=(1, 2, 3))(slow, params, x, state)
+        got, want = (jax.jit(jax.grad(lambda *a, m=m: loss(m, *a), argnums=(0, 1, 2)))(params, x, state)
+                     for m in (module, slow))
         for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12, err_msg=jax.tree_util.keystr(path))
             assert np.abs(b).max() > 1e-3  # every gradient is exercised
