@@ -1,3 +1,4 @@
+import gc
 import tempfile
 
 import jax
@@ -27,6 +28,16 @@ def memory_map_count() -> int:
     except OSError:
         return 0
 
+
+
+def mappings_left_per_call(call) -> int:
+    """Memory mappings one more `call()` leaves behind, measured after a first call has compiled everything."""
+    counts = []
+    for _ in range(3):
+        call()
+        gc.collect()
+        counts.append(memory_map_count())
+    return counts[2] - counts[1]
 
 @pytest.fixture(autouse=True)
 def _drop_compiled_executables():

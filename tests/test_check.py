@@ -1,7 +1,6 @@
 """compare / assert_parity against real torch modules: equal models pass, one-ulp noise passes, planted real
 differences (swapped gates, a dropped bias_hh) fail naming the right tensor; reports render; tolerance policy."""
 
-import gc
 import json
 
 import jax
@@ -9,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import memory_map_count
+from conftest import mappings_left_per_call, memory_map_count
 from torch import nn
 
 from parity import from_torch, torch_recurrent
@@ -63,12 +62,7 @@ def test_repeated_comparisons_leave_no_compiled_executables_behind():
     piled up memory mappings until the process reached vm.max_map_count and segfaulted."""
     tm = UserLSTM()
     fm, variables = from_torch(tm, pooling="mean")
-    counts = []
-    for _ in range(3):
-        compare(tm, fm, variables, _tokens())
-        gc.collect()
-        counts.append(memory_map_count())
-    assert counts[2] - counts[1] < 20, counts
+    assert mappings_left_per_call(lambda: compare(tm, fm, variables, _tokens())) < 20
 
 
 def test_float64_models_meet_the_float64_tolerance():
