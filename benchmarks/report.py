@@ -28,6 +28,8 @@ def summarize(runs: list[dict]) -> dict:
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "rss_growth_mb": max(r["rss_growth_mb"] for r in rs),
                 "temp_mb": rs[0].get("temp_mb"),
+                "page_faults_per_call": statistics.median(f) if (f := [r["page_faults_per_call"] for r in rs
+                                                                       if "page_faults_per_call" in r]) else None,
             }
         eager = [out[case][k] for k in ("torch_eager", "torch_eager_nomkldnn") if k in out[case]]
         if eager:
@@ -56,7 +58,8 @@ def markdown(summary: dict, meta: dict) -> str:
     head = ["case", *[f"{f} ms" for f in fws], *[label(o, p) for o, p in ratio_cols], "jit s", "temp MB"]
     lines = [
         f"Run {meta.get('date', '')} on {meta.get('machine', '')}: {meta.get('threads')} threads, "
-        f"{meta.get('rounds')} interleaved rounds, load avg (start, end) {meta.get('load_avg_start_end')}. "
+        f"{meta.get('rounds')} interleaved rounds, load avg (start, end) {meta.get('load_avg_start_end')}"
+        f"{', huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)' if meta.get('huge_pages') else ''}. "
         "Medians (min-max) in ms; `x vs P` = P's median / s2l_jax's "
         "(> 1: s2l_jax faster); `dp x vs P` the same for s2l_jax_dp (one CPU device per core, batch split). "
         "torch_best = the faster torch eager setting (oneDNN on/off).",

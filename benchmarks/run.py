@@ -20,6 +20,18 @@ from benchmarks.cases import CELLS, FRAMEWORKS, grid
 from benchmarks.report import bar_chart, markdown, summarize
 
 RESULTS = Path(__file__).parent / "results"
+# glibc >= 2.35: malloc asks for transparent huge pages for the large buffers it maps (kernel THP "madvise" mode).
+# XLA maps each program's temp buffer afresh per call (410 MB for large/mean/train: ~105k 4 KiB page faults).
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else the machine type: hosts differ between runs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | None:
@@ -29,6 +41,8 @@ def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | No
     if getattr(args, "keep_freed_memory", False):
         cmd.append("--keep-freed-memory")
     env = dict(os.environ)
+    if getattr(args, "huge_pages", False):
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGE_PAGES]))
     if args.xla_flags:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     try:
@@ -56,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS for the JAX workers")
     ap.add_argument("--keep-freed-memory", action="store_true",
                     help="every worker keeps freed memory for reuse (glibc mallopt; see benchmarks/worker.py)")
+    ap.add_argument("--huge-pages", action="store_true",
+                    help=f"every worker runs with GLIBC_TUNABLES={HUGE_PAGES} (large buffers on huge pages)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new worker after this long; results so far are still written")
@@ -94,10 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"round {r} {case:24s} {fw:22s} {med:9.2f} ms  ({time.perf_counter() - t0:.0f} s)",
                           flush=True)
     summary = summarize(runs)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor()
-            or platform.machine(), "threads": args.threads, "rounds": args.rounds, "budget_s": args.budget,
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_model(),
+            "threads": args.threads, "rounds": args.rounds, "budget_s": args.budget,
             "device": args.device, "xla_flags": os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags,
-            "keep_freed_memory": args.keep_freed_memory,
+            "keep_freed_memory": args.keep_freed_memory, "huge_pages": args.huge_pages,
             "command": " ".join(sys.argv), "load_avg_start_end": [load_start, os.getloadavg()[0]]}
     name = args.name or ("bench_quick" if args.quick else "bench" if args.device == "cpu" else "bench_gpu")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     compile_start = time.perf_counter()
     step()  # first call: jit / torch.compile compilation (plus one step)
     first_call_s = time.perf_counter() - compile_start
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     samples = time_calls(step, args.budget)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / (len(samples) + 2)  # + warm-up
     result = {
         "framework": args.framework, "case": case.name, "threads": args.threads, "device": args.device,
         "samples_ms": samples, "first_call_s": first_call_s, "setup_s": compile_start - t0,
-        "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0, **info,
+        "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0, "page_faults_per_call": faults,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), **info,
     }
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

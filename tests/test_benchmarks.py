@@ -30,12 +30,15 @@ def test_summary_ratios_and_torch_best_for_both_s2l_jax_settings():
     assert "s2l_jax_dp faster on: s2l_jax 1/1, flax_linen 1/1, torch_best 1/1" in table
 
 
-def test_run_writes_results(tmp_path):
+def test_run_writes_results_and_hands_workers_the_huge_pages_setting(tmp_path):
     main(["--quick", "--frameworks", "s2l_jax", "--cases", "seed/last/infer", "--budget", "0.05",
-          "--out", str(tmp_path), "--name", "smoke"])
+          "--out", str(tmp_path), "--name", "smoke", "--huge-pages"])
     data = json.loads((tmp_path / "smoke.json").read_text())
     assert list(data["summary"]) == ["seed/last/infer"]
-    assert data["runs"][0]["samples_ms"] and data["runs"][0]["compile_s"] > 0
+    run = data["runs"][0]
+    assert run["samples_ms"] and run["compile_s"] > 0 and run["page_faults_per_call"] >= 0
+    assert "glibc.malloc.hugetlb=1" in run["glibc_tunables"] and data["meta"]["huge_pages"]
+    assert data["meta"]["machine"]
     assert (tmp_path / "smoke.md").read_text().count("seed/last/infer") == 1
     assert (tmp_path / "smoke.png").stat().st_size > 0
 
