@@ -53,3 +53,12 @@ def test_gru_grid_runs_for_every_framework_kind_and_unknown_cells_are_refused(tm
     assert set(summary["seed/last/train/gru"]["s2l_jax"]["speedup_vs"]) >= {"flax_linen", "torch_eager"}
     with pytest.raises(SystemExit):
         main(["--quick", "--cells", "gru,lstn", "--out", str(tmp_path)])
+
+
+def test_profile_attributes_time_to_the_per_step_ops_of_the_loop():
+    from benchmarks.profile import op_times
+
+    times, faults = op_times("seed/last/infer", calls=2)
+    per_step = {name: ms for name, (ms, n) in times.items() if n == 20}  # the seed size runs 20 time steps
+    assert per_step and all(ms > 0 for ms in per_step.values()) and faults >= 0
+    assert any(name.startswith("while") for name in times)  # the loop itself, run once per call
