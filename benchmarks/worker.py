@@ -28,7 +28,9 @@ def pin_threads(threads: int) -> None:
 def keep_freed_memory() -> None:
     """glibc: serve every size from the heap and never trim it. By default glibc `mmap`s each allocation of
     32 MiB or more and unmaps it on free, so a program that allocates large buffers every step page-faults them
-    afresh each time (~13 ms per 32 MiB here). The benchmark README records what this does to each framework."""
+    afresh each time (~13 ms per 32 MiB here). It reaches only the main thread's arena: XLA allocates from worker
+    threads, whose arenas map large buffers regardless (huge pages help there: `run --huge-pages`). The benchmark
+    README records what each does to each framework."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
