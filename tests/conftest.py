@@ -29,7 +29,6 @@ def memory_map_count() -> int:
         return 0
 
 
-
 def mappings_left_per_call(call) -> int:
     """Memory mappings one more `call()` leaves behind, measured after a first call has compiled everything."""
     counts = []
@@ -38,6 +37,7 @@ def mappings_left_per_call(call) -> int:
         gc.collect()
         counts.append(memory_map_count())
     return counts[2] - counts[1]
+
 
 @pytest.fixture(autouse=True)
 def _drop_compiled_executables():
