@@ -26,12 +26,18 @@ HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the machine type: hosts differ between runs."""
+    """The CPU's model name, family, model and AVX-512 support (/proc/cpuinfo), else the machine type: hosts
+    differ between runs, and one model name ("AMD EPYC") covered CPU generations that timed 2x apart."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        fields = {}
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" not in fields:
         return platform.processor() or platform.machine()
+    avx512 = ", AVX-512" if "avx512f" in fields.get("flags", "").split() else ""
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}{avx512})"
 
 
 def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | None:
