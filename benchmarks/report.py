@@ -56,10 +56,13 @@ def markdown(summary: dict, meta: dict) -> str:
                                                               if "s2l_jax_dp" in fws]
     label = lambda ours, p: f"x vs {p}" if ours == "s2l_jax" else f"dp x vs {p}"  # noqa: E731
     head = ["case", *[f"{f} ms" for f in fws], *[label(o, p) for o, p in ratio_cols], "jit s", "temp MB"]
+    probe = (f", host matmul probe GFLOP/s (start, after each round) {meta['matmul_gflops']}"
+             if meta.get("matmul_gflops") else "")
     lines = [
         f"Run {meta.get('date', '')} on {meta.get('machine', '')}: {meta.get('threads')} threads, "
         f"{meta.get('rounds')} interleaved rounds, load avg (start, end) {meta.get('load_avg_start_end')}"
-        f"{', huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)' if meta.get('huge_pages') else ''}. "
+        f"{', huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)' if meta.get('huge_pages') else ''}"
+        f"{probe}. "
         "Medians (min-max) in ms; `x vs P` = P's median / s2l_jax's "
         "(> 1: s2l_jax faster); `dp x vs P` the same for s2l_jax_dp (one CPU device per core, batch split). "
         "torch_best = the faster torch eager setting (oneDNN on/off).",

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.cases import CELLS, FRAMEWORKS, grid
 from benchmarks.report import bar_chart, markdown, summarize
 
@@ -38,6 +40,22 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
     avx512 = ", AVX-512" if "avx512f" in fields.get("flags", "").split() else ""
     return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}{avx512})"
+
+
+def matmul_gflops(reps: int = 9, calls: int = 200) -> float:
+    """The host's speed now: median GFLOP/s of float32 numpy matmuls shaped like the large LSTM step
+    (64, 256) x (256, 1024), `calls` in a row. These hosts are shared and their speed drifted up to 1.6x within
+    a session; a probe before and after each round shows whether it did."""
+    rng = np.random.default_rng(0)
+    h, w = rng.standard_normal((64, 256), dtype=np.float32), rng.standard_normal((256, 1024), dtype=np.float32)
+    h @ w
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            h @ w
+        times.append(time.perf_counter() - t0)
+    return 2 * 64 * 256 * 1024 * calls / sorted(times)[reps // 2] / 1e9
 
 
 def run_worker(framework: str, case: str, args: argparse.Namespace) -> dict | None:
@@ -99,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     if load_start > 0.5:
         print(f"warning: 1-minute load average is {load_start:.1f}; timings will be noisy", file=sys.stderr)
     runs = []
+    probes = [matmul_gflops()]
     started = time.perf_counter()
     for r in range(args.rounds):
         for case in cases:
@@ -115,12 +134,14 @@ def main(argv: list[str] | None = None) -> dict:
                     med = sorted(res["samples_ms"])[len(res["samples_ms"]) // 2]
                     print(f"round {r} {case:24s} {fw:22s} {med:9.2f} ms  ({time.perf_counter() - t0:.0f} s)",
                           flush=True)
+        probes.append(matmul_gflops())
     summary = summarize(runs)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_model(),
             "threads": args.threads, "rounds": args.rounds, "budget_s": args.budget,
             "device": args.device, "xla_flags": os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags,
             "keep_freed_memory": args.keep_freed_memory, "huge_pages": args.huge_pages,
-            "command": " ".join(sys.argv), "load_avg_start_end": [load_start, os.getloadavg()[0]]}
+            "command": " ".join(sys.argv), "load_avg_start_end": [load_start, os.getloadavg()[0]],
+            "matmul_gflops": [round(g, 1) for g in probes]}
     name = args.name or ("bench_quick" if args.quick else "bench" if args.device == "cpu" else "bench_gpu")
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(summary, meta)

@@ -42,7 +42,9 @@ def test_run_writes_results_and_hands_workers_the_huge_pages_setting(tmp_path):
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # Linux x86: name, family, model, AVX-512
         assert " (family " in data["meta"]["machine"]
+    assert len(data["meta"]["matmul_gflops"]) == 2 and min(data["meta"]["matmul_gflops"]) > 0  # start, round 1
     assert (tmp_path / "smoke.md").read_text().count("seed/last/infer") == 1
+    assert "host matmul probe GFLOP/s" in (tmp_path / "smoke.md").read_text()
     assert (tmp_path / "smoke.png").stat().st_size > 0
 
 
