@@ -45,7 +45,7 @@ def cpu_model() -> str:
 def matmul_gflops(reps: int = 9, calls: int = 200) -> float:
     """The host's speed now: median GFLOP/s of float32 numpy matmuls shaped like the large LSTM step
     (64, 256) x (256, 1024), `calls` in a row. These hosts are shared and their speed drifted up to 1.6x within
-    a session; a probe before and after each round shows whether it did."""
+    a session; probes before and after each round give a weak sign of whether it did (benchmarks/README.md)."""
     rng = np.random.default_rng(0)
     h, w = rng.standard_normal((64, 256), dtype=np.float32), rng.standard_normal((256, 1024), dtype=np.float32)
     h @ w
