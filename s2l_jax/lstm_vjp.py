@@ -1,8 +1,13 @@
 """One LSTM direction with a hand-written VJP: the forward scan stores each step's gate pre-activations (the
 dot's output, already in memory) with `(h, c)`, the backward scan recomputes the activations from them (the same
 ops, so bit-identical) and does one `(batch, 4H) x (4H, H)` matmul per step; the weight gradients (one matmul
-on `[x, h_prev]`) and the input gradient are large matmuls after the loop. Storing the activations instead cost
+on `[h_prev, x]`) and the input gradient are large matmuls after the loop. Storing the activations instead cost
 an extra pass per step: 5-9% slower.
+
+With the input projected per step, each step is one dot, `[h, x_t] @ [W_hh; W_ih]^T`, not two dots and an add:
+one op fewer per step, which kept XLA:CPU's loop body at 8 ops when it stores its outputs (large benchmark:
+1.04-1.10x faster inference, training 0.98-1.04x; benchmarks/README.md, ninth look). The forward stores that
+`[h, x_t]` as the residual the weight gradients need, so the backward does not concatenate it again.
 
 Autodiff of `lax.scan` instead accumulates `dW_hh` (and `dW_ih` when the projection is inside the loop) with a
 matmul per step and recomputes the gates. Same function, same gradients (up to float rounding); used by
@@ -38,7 +43,8 @@ def _activations(pre: jax.Array, tanh_sigmoid: bool) -> jax.Array:
 
 
 def forward(static, weights, x, mask, carry, keep: bool):
-    """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, gate pre-activations).
+    """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, gate pre-activations), where with
+    chunk 1 h_prev is `[h_prev, x_t]` `(batch, P + input)`.
 
     weights `(W_ih (4H, input), W_hh (4H, P), summed bias (4H,))` and, with proj_size P, `W_hr (P, H)`
     (without, P = H); carry `(h (batch, P), c (batch, H))`.
@@ -50,33 +56,41 @@ def forward(static, weights, x, mask, carry, keep: bool):
         scale = _gate_scale(w_hh.shape[0] // 4, w_hh.dtype)
         w_ih, w_hh, bias = w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
     w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (P, 4H)
+    joint = chunk == 1  # per-step projection: one dot over [h, x_t] (see the module docstring)
+    w_joint = jnp.concatenate([w_hh_t, w_ih_t], axis=0) if joint else None  # (P + input, 4H)
 
     def step(carry, inputs):
         h, c = carry
-        xg_t, m_t = inputs
-        pre = xg_t + h @ w_hh_t  # (batch, 4H); pre-scaled with tanh_sigmoid
+        xg_t, m_t = inputs  # x_t (batch, input) with joint, else its projection (batch, 4H)
+        if joint:
+            hx = jnp.concatenate([h, xg_t], axis=-1)  # (batch, P + input)
+            pre = hx @ w_joint + bias
+        else:
+            hx = h
+            pre = xg_t + h @ w_hh_t  # (batch, 4H); pre-scaled with tanh_sigmoid
         i, f, g, o = jnp.split(_activations(pre, tanh_sigmoid), 4, axis=-1)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if w_hr_t is not None:
             h_new = h_new @ w_hr_t  # (batch, P)
-        res = (h, c, pre) if keep else ()
+        res = (hx, c, pre) if keep else ()
         if m_t is None:
             return (h_new, c_new), (h_new, res)
         carry = (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c))
         return carry, (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
 
-    carry, (ys, res) = scan_projected(step, tuple(carry), x, mask, lambda a: a @ w_ih_t + bias, reverse=reverse,
+    project = (lambda a: a) if joint else (lambda a: a @ w_ih_t + bias)
+    carry, (ys, res) = scan_projected(step, tuple(carry), x, mask, project, reverse=reverse,
                                       chunk=chunk, unroll=unroll)
     return ys, carry, res
 
 
 def backward(static, weights, x, mask, res, dys, dcarry):
     """Gradients `((dW_ih, dW_hh, dbias[, dW_hr]), dx, (dh0, dc0))` from `forward`'s residuals and cotangents."""
-    reverse, _, unroll, tanh_sigmoid = static
+    reverse, chunk, unroll, tanh_sigmoid = static
     w_ih, w_hh = weights[:2]
     w_hr = weights[3] if len(weights) == 4 else None  # (P, H)
-    h_prev, c_prev, pre = res
+    h_prev, c_prev, pre = res  # h_prev: [h_prev, x] (time, batch, P + input) when chunk == 1
     dh_n, dc_n = dcarry
 
     def step(carry, inputs):
@@ -103,13 +117,13 @@ def backward(static, weights, x, mask, res, dys, dcarry):
 
     (dh0, dc0), (da, proj) = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse,
                                       unroll=unroll)
-    # one (4H, input + H) weight-gradient dot: XLA CPU's dot contracting over time * batch ran as slowly at
+    # one (4H, P + input) weight-gradient dot: XLA CPU's dot contracting over time * batch ran as slowly at
     # N = input as at N = input + H (large benchmark: 137 ms for the two, 99 ms for one on the concatenation).
     # Contracting time and batch as two axes (no reshape) lets a batch-sharded step reduce partial sums
     # instead of gathering the batch.
-    xh = jnp.concatenate([x, h_prev], axis=-1)  # (time, batch, input + H)
-    dw = lax.dot_general(da, xh, (((0, 1), (0, 1)), ((), ())))  # (4H, input + H)
-    dw_ih, dw_hh = dw[:, : x.shape[-1]], dw[:, x.shape[-1]:]
+    hx = h_prev if chunk == 1 else jnp.concatenate([h_prev, x], axis=-1)  # (time, batch, P + input)
+    dw = lax.dot_general(da, hx, (((0, 1), (0, 1)), ((), ())))  # (4H, P + input)
+    dw_hh, dw_ih = dw[:, : w_hh.shape[1]], dw[:, w_hh.shape[1]:]
     dx = da @ w_ih  # (time, batch, input)
     dweights = (dw_ih, dw_hh, jnp.sum(da, axis=(0, 1)))
     if w_hr is not None:

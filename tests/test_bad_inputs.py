@@ -438,9 +438,10 @@ def test_lengths_outside_1_to_T_under_jit_give_nan_rows(pooling):
     model = SequenceClassifier(config)
     variables = model.init(jax.random.key(0), jnp.zeros((1, T), jnp.int32))
     tokens = jnp.ones((4, T), jnp.int32)
-    out = jax.jit(model.apply)(variables, tokens, lengths=jnp.array([T, 0, T + 1, -1]))
+    apply = jax.jit(model.apply)
+    out = apply(variables, tokens, lengths=jnp.array([T, 0, T + 1, -1]))
     assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()
-    np.testing.assert_array_equal(out[0], model.apply(variables, tokens, lengths=jnp.array([T] * 4))[0])
+    np.testing.assert_array_equal(out[0], apply(variables, tokens, lengths=jnp.array([T] * 4))[0])
 
 
 def test_lengths_must_be_one_integer_per_sequence(small):
