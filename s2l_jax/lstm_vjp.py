@@ -17,6 +17,8 @@ matmul per step and recomputes the gates. Same function, same gradients (up to f
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -42,27 +44,42 @@ def _activations(pre: jax.Array, tanh_sigmoid: bool) -> jax.Array:
     return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
 
 
-def forward(static, weights, x, mask, carry, keep: bool):
+def _scaled(weights, tanh_sigmoid: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(W_ih, W_hh, bias) with the sigmoid gates' rows scaled by 0.5 when tanh_sigmoid."""
+    w_ih, w_hh, bias = weights[:3]
+    if not tanh_sigmoid:
+        return w_ih, w_hh, bias
+    scale = _gate_scale(w_hh.shape[0] // 4, w_hh.dtype)
+    return w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
+
+
+def joint_weights(weights, tanh_sigmoid: bool) -> tuple[jax.Array, jax.Array]:
+    """`([W_hh; W_ih]^T (P + input, 4H), bias (4H,))` as the per-step dot takes them (scaled as `_scaled`)."""
+    w_ih, w_hh, bias = _scaled(weights, tanh_sigmoid)
+    return jnp.concatenate([w_hh.T, w_ih.T], axis=0), bias
+
+
+def forward(static, weights, x, mask, carry, keep: bool, joint: tuple | None = None):
     """The scan; with `keep` also returns per-step residuals (h_prev, c_prev, gate pre-activations), where with
     chunk 1 h_prev is `[h_prev, x_t]` `(batch, P + input)`.
 
     weights `(W_ih (4H, input), W_hh (4H, P), summed bias (4H,))` and, with proj_size P, `W_hr (P, H)`
-    (without, P = H); carry `(h (batch, P), c (batch, H))`.
+    (without, P = H); carry `(h (batch, P), c (batch, H))`. `joint`: `joint_weights(weights, ...)` computed
+    once ahead (chunk 1 only), so that inference does not lay the weights out again on every call.
     """
     reverse, chunk, unroll, tanh_sigmoid = static
-    w_ih, w_hh, bias = weights[:3]
     w_hr_t = weights[3].T if len(weights) == 4 else None  # (H, P)
-    if tanh_sigmoid:
-        scale = _gate_scale(w_hh.shape[0] // 4, w_hh.dtype)
-        w_ih, w_hh, bias = w_ih * scale[:, None], w_hh * scale[:, None], bias * scale
-    w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (P, 4H)
-    joint = chunk == 1  # per-step projection: one dot over [h, x_t] (see the module docstring)
-    w_joint = jnp.concatenate([w_hh_t, w_ih_t], axis=0) if joint else None  # (P + input, 4H)
+    joint_dot = chunk == 1  # per-step projection: one dot over [h, x_t] (see the module docstring)
+    if joint_dot:
+        w_joint, bias = joint if joint is not None else joint_weights(weights, tanh_sigmoid)  # (P + input, 4H)
+    else:
+        w_ih, w_hh, bias = _scaled(weights, tanh_sigmoid)
+        w_ih_t, w_hh_t = w_ih.T, w_hh.T  # (input, 4H), (P, 4H)
 
     def step(carry, inputs):
         h, c = carry
-        xg_t, m_t = inputs  # x_t (batch, input) with joint, else its projection (batch, 4H)
-        if joint:
+        xg_t, m_t = inputs  # x_t (batch, input) with the joint dot, else its projection (batch, 4H)
+        if joint_dot:
             hx = jnp.concatenate([h, xg_t], axis=-1)  # (batch, P + input)
             pre = hx @ w_joint + bias
         else:
@@ -79,7 +96,7 @@ def forward(static, weights, x, mask, carry, keep: bool):
         carry = (jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c))
         return carry, (jnp.where(m_t, h_new, jnp.zeros_like(h_new)), res)
 
-    project = (lambda a: a) if joint else (lambda a: a @ w_ih_t + bias)
+    project = (lambda a: a) if joint_dot else (lambda a: a @ w_ih_t + bias)
     carry, (ys, res) = scan_projected(step, tuple(carry), x, mask, project, reverse=reverse,
                                       chunk=chunk, unroll=unroll)
     return ys, carry, res
@@ -135,3 +152,23 @@ def backward(static, weights, x, mask, res, dys, dcarry):
 # (static, (W_ih, W_hh, bias[, W_hr]), x, mask, (h0, c0)) -> (outputs (time, batch, P) zero where masked, (h, c))
 lstm_direction = make_direction(forward, backward)
 lstm_direction_remat = make_remat_direction(forward, backward)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def lstm_direction_laid_out(static, weights, joint, x, mask, carry):
+    """`lstm_direction` (chunk 1) with `joint_weights` given: inference only, as its weights are not
+    the params a gradient would be for."""
+    ys, carry, _ = forward(static, weights, x, mask, carry, keep=False, joint=joint)
+    return ys, carry
+
+
+def _laid_out_fwd(static, weights, joint, x, mask, carry):
+    return lstm_direction_laid_out(static, weights, joint, x, mask, carry), None
+
+
+def _laid_out_bwd(static, residuals, cotangents):
+    raise TypeError("LSTM weights laid out ahead (the 'layout' collection of s2l_jax.Predictor) are for inference "
+                    "only: differentiate model.apply with the params alone")
+
+
+lstm_direction_laid_out.defvjp(_laid_out_fwd, _laid_out_bwd)

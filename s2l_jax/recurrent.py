@@ -19,7 +19,7 @@ from jax import lax
 
 from s2l_jax.cudnn import cudnn_lstm_scan
 from s2l_jax.gru_vjp import gru_direction, gru_direction_remat
-from s2l_jax.lstm_vjp import lstm_direction, lstm_direction_remat
+from s2l_jax.lstm_vjp import lstm_direction, lstm_direction_laid_out, lstm_direction_remat
 from s2l_jax.masks import check_lengths, sequence_mask
 from s2l_jax.rnn_vjp import rnn_direction, rnn_direction_remat
 
@@ -73,13 +73,16 @@ class ScanOptions:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
 
 
+LAYOUT_KEYS = ("joint", "joint_bias")  # an LSTM direction's weights laid out ahead (`s2l_jax.predictor`)
+
+
 def param_names(layer: int, reverse: bool) -> dict[str, str]:
-    """torch's names for one layer and direction."""
+    """torch's names for one layer and direction, and those of its laid-out weights (`LAYOUT_KEYS`)."""
     sfx = f"_l{layer}" + ("_reverse" if reverse else "")
-    return {k: k + sfx for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
+    return {k: k + sfx for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr") + LAYOUT_KEYS}
 
 
-def _direction_params(params: Params, layer: int, reverse: bool) -> Params:
+def direction_params(params: Params, layer: int, reverse: bool) -> Params:
     names = param_names(layer, reverse)
     return {k: params[n] for k, n in names.items() if n in params}
 
@@ -172,6 +175,14 @@ _DIRECTIONS = {"lstm": (lstm_direction, lstm_direction_remat), "gru": (gru_direc
                "rnn_tanh": (rnn_direction, rnn_direction_remat), "rnn_relu": (rnn_direction, rnn_direction_remat)}
 
 
+def direction_weights(cell: str, p: Params) -> tuple:
+    """The weights tuple of `lstm_vjp` / `gru_vjp` / `rnn_vjp` from one direction's torch-named params."""
+    zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
+    b_ih, b_hh = p.get("bias_ih", zero), p.get("bias_hh", zero)
+    weights = (p["weight_ih"], p["weight_hh"]) + ((b_ih, b_hh) if cell == "gru" else (b_ih + b_hh,))
+    return weights + ((p["weight_hr"],) if "weight_hr" in p else ())
+
+
 def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
     """`scan_direction` through the hand-written VJPs of `lstm_vjp`, `gru_vjp` and `rnn_vjp`."""
     total = x.shape[0]
@@ -180,16 +191,14 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
     if options.remat:  # recompute chunks of `steps`, each projected per step or in one matmul
         chunk = min(chunk, steps)
     xp, mp = _pad_to_chunks(x, mask, steps if options.remat else chunk)
-    zero = jnp.zeros(p["weight_hh"].shape[:1], p["weight_hh"].dtype)
-    b_ih, b_hh = p.get("bias_ih", zero), p.get("bias_hh", zero)
-    weights = (p["weight_ih"], p["weight_hh"]) + ((b_ih, b_hh) if cell == "gru" else (b_ih + b_hh,))
-    if "weight_hr" in p:
-        weights += (p["weight_hr"],)
+    weights = direction_weights(cell, p)
     flag = cell == "rnn_relu" if cell.startswith("rnn") else options.tanh_sigmoid
     static = (reverse, chunk, options.unroll, flag)
     direct, remat = _DIRECTIONS[cell]
     if options.remat:
         ys, carry = remat((static, steps), weights, xp, mp, tuple(carry0))
+    elif "joint" in p and chunk == 1:  # laid out ahead by s2l_jax.predictor (LSTM, inference)
+        ys, carry = lstm_direction_laid_out(static, weights, (p["joint"], p["joint_bias"]), xp, mp, tuple(carry0))
     else:
         ys, carry = direct(static, weights, xp, mp, tuple(carry0))
     return ys[:total], tuple(carry)
@@ -310,10 +319,10 @@ def recurrent_scan(
     layer_in = jnp.swapaxes(x, 0, 1)  # (time, batch, features)
     finals = []
     for layer in range(num_layers):
-        pf = _direction_params(params, layer, False)
+        pf = direction_params(params, layer, False)
         carry_f = tuple(s[layer * num_dirs] for s in initial_state)
         if bidirectional:
-            pr = _direction_params(params, layer, True)
+            pr = direction_params(params, layer, True)
             carry_r = tuple(s[layer * num_dirs + 1] for s in initial_state)
             yf, yr, cf, cr = _bidirectional(cell, pf, pr, layer_in, mask, carry_f, carry_r, options)
             layer_in = jnp.concatenate([yf, yr], axis=-1)  # (time, batch, 2 * H_out)
@@ -421,7 +430,7 @@ class _Recurrent(nn.Module):
         batch, total = x.shape[0], x.shape[1]
         if total < 1:
             raise ValueError(f"input has no time steps: shape {tuple(x.shape)}")
-        params = self._make_params(x.shape[-1])
+        params = {**self._make_params(x.shape[-1]), **self.variables.get("layout", {})}
         if lengths is not None:
             lengths = check_lengths(lengths, batch, total)
         state = self._initial_state(initial_state, None if unbatched else batch)

@@ -34,6 +34,14 @@ try:
     raise SystemExit("a batch of 6 over 8 devices was not refused")
 except ValueError as e:
     assert "batch size 6 does not split over 8 devices" in str(e), e
+from s2l_jax import Predictor, SequenceClassifier
+from s2l_jax.sharding import shard_batch
+model = SequenceClassifier(tiny_cfg("attention"))
+x, lengths = data.inputs[:8], data.lengths[:8]
+split = Predictor(model, {"params": eight.params})(*shard_batch((x, lengths), data_mesh()))
+assert len(split.sharding.device_set) == 8, split.sharding
+whole = Predictor(model, {"params": jax.device_get(eight.params)})(x, lengths)
+assert np.abs(np.asarray(split) - np.asarray(whole)).max() < 1e-5
 print("max param difference", worst)
 """
 

@@ -1,0 +1,49 @@
+"""Inference with each LSTM direction's weights laid out once, not on every call.
+
+The per-step dot wants `[W_hh; W_ih]^T` with the sigmoid gates' rows scaled by 0.5 (`lstm_vjp.joint_weights`);
+`model.apply` derives it from the torch-shaped params on every call, a transpose of every recurrent weight that
+took 8-16% of a seed-size forward pass (benchmarks/README.md, ninth look). `Predictor` derives it once, keeps it
+in a "layout" collection beside the params it came from, and cannot be differentiated (its weights are not the
+params). Same numbers as `jax.jit(model.apply)`, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+
+from s2l_jax.lstm_vjp import joint_weights
+from s2l_jax.model import SequenceClassifier
+from s2l_jax.recurrent import direction_params, direction_weights, param_names
+
+
+def lstm_layout(model: SequenceClassifier, params: Mapping) -> dict:
+    """The "layout" collection for `model`'s params: `{"encoder": {"joint_l0": ..., "joint_bias_l0": ...}}`,
+    or `{}` where the model takes no laid-out weights (not an LSTM, or options whose scan does not run one dot
+    per step)."""
+    cfg, opt = model.config, model.options
+    if cfg.cell != "lstm" or not opt.custom_vjp or opt.remat or opt.cudnn or opt.input_projection != "per_step":
+        return {}
+    layout = {}
+    for layer in range(cfg.num_layers):
+        for reverse in (False, True)[: 2 if cfg.bidirectional else 1]:
+            weights = direction_weights("lstm", direction_params(params["encoder"], layer, reverse))
+            names = param_names(layer, reverse)
+            layout[names["joint"]], layout[names["joint_bias"]] = joint_weights(weights, opt.tanh_sigmoid)
+    return {"encoder": layout}
+
+
+class Predictor:
+    """`predictor(inputs, lengths=None)` -> logits `(batch, classes)`: `model.apply` for inference, jitted, with
+    the LSTM weights laid out once here. Holds its own reference to `variables`, so the layout cannot go stale;
+    build a new one after the params change."""
+
+    def __init__(self, model: SequenceClassifier, variables: Mapping):
+        self.model = model
+        layout = jax.jit(lstm_layout, static_argnums=0)(model, variables["params"])
+        self._variables = {**variables, "layout": layout} if layout else dict(variables)
+        self._apply = jax.jit(model.apply)
+
+    def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        return self._apply(self._variables, inputs, lengths=lengths)
