@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from s2l_jax.predictor import inference_layout
 from s2l_jax.run_dir import eval_step_for, load_run, read_labelled
 from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.train import evaluate
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     model, params, meta = load_run(args.run_dir)
     meta |= {k: v for k, v in (("text_col", args.text_col), ("label_col", args.label_col)) if v}
     data = read_labelled(args.data, meta, warn=lambda m: print(f"s2l evaluate: warning: {m}", file=sys.stderr))
-    m = evaluate(eval_step_for(model, meta), params, data, args.batch_size)
+    m = evaluate(eval_step_for(model, meta), params, data, args.batch_size, layout=inference_layout(model, params))
     print(f"loss {m['loss']:.4f}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
     if args.json_out:
         atomic_write(args.json_out, lambda tmp: open(tmp, "w").write(json.dumps(m)))

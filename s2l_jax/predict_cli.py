@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from s2l_jax.predictor import inference_layout
 from s2l_jax.run_dir import eval_step_for, load_run, read_unlabelled
 from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.train import predict
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     texts = None if args.data else [line.rstrip("\n") for line in sys.stdin if line.strip()]
     data = read_unlabelled(args.data, texts, meta, warn=lambda m: print(f"s2l predict: warning: {m}",
                                                                         file=sys.stderr))
-    _, pred = predict(eval_step_for(model, meta), params, data, args.batch_size)
+    _, pred = predict(eval_step_for(model, meta), params, data, args.batch_size,
+                      layout=inference_layout(model, params))
     names, sep = meta["labels"], meta.get("label_sep")
     for p in pred:
         print(sep.join(names[i] for i in np.flatnonzero(p)) if sep is not None else names[int(p)])

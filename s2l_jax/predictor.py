@@ -34,6 +34,9 @@ def lstm_layout(model: SequenceClassifier, params: Mapping) -> dict:
     return {"encoder": layout}
 
 
+inference_layout = jax.jit(lstm_layout, static_argnums=0)  # (model, params) -> the "layout" collection
+
+
 class Predictor:
     """`predictor(inputs, lengths=None)` -> logits `(batch, classes)`: `model.apply` for inference, jitted, with
     the LSTM weights laid out once here. Holds its own reference to `variables`, so the layout cannot go stale;
@@ -41,7 +44,7 @@ class Predictor:
 
     def __init__(self, model: SequenceClassifier, variables: Mapping):
         self.model = model
-        layout = jax.jit(lstm_layout, static_argnums=0)(model, variables["params"])
+        layout = inference_layout(model, variables["params"])
         self._variables = {**variables, "layout": layout} if layout else dict(variables)
         self._apply = jax.jit(model.apply)
 

@@ -83,15 +83,18 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     train_step(params, opt_state, step, x, lengths, labels, weights) -> (params, opt_state, loss, finite), where
     `finite` says loss and every gradient are finite (the caller keeps the old params otherwise); dropout's key
     is `fold_in(key(seed), step)`, so it depends on the step alone and a resumed run draws the same masks.
-    eval_step(params, x, lengths, labels, weights) -> (loss, predictions): class ids, or a bool (B, C) multi-hot.
+    eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions): class ids, or a bool
+    (B, C) multi-hot; `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM
+    weights laid out once for many batches (same results, bit for bit).
     """
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
 
-    def loss_fn(params, x, lengths, labels, weights, rng=None):
+    def loss_fn(params, x, lengths, labels, weights, rng=None, layout=None):
         if dtype != jnp.float32:
             params, x = _compute_dtype(params, dtype), _compute_dtype(x, dtype)
         kwargs = {"deterministic": False, "rngs": {"dropout": rng}} if rng is not None else {}
-        logits = model.apply({"params": params}, x, lengths=lengths, **kwargs).astype(jnp.float32)  # (B, C)
+        variables = {"params": params, "layout": layout} if layout else {"params": params}
+        logits = model.apply(variables, x, lengths=lengths, **kwargs).astype(jnp.float32)  # (B, C)
         if multi_label:
             losses = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
         else:
@@ -107,8 +110,8 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
         return optax.apply_updates(params, updates), opt_state, loss, finite
 
     @jax.jit
-    def eval_step(params, x, lengths, labels, weights):
-        loss, logits = loss_fn(params, x, lengths, labels, weights)
+    def eval_step(params, x, lengths, labels, weights, layout=None):
+        loss, logits = loss_fn(params, x, lengths, labels, weights, layout=layout)
         return loss, (logits > 0) if multi_label else jnp.argmax(logits, -1)
 
     return train_step, eval_step
@@ -129,24 +132,25 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) ->
     return {"accuracy": accuracy, "macro_f1": f1}
 
 
-def predict(eval_step, params, data: Dataset, batch_size: int,
-            mesh: jax.sharding.Mesh | None = None) -> tuple[float, np.ndarray]:
+def predict(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None,
+            layout: dict | None = None) -> tuple[float, np.ndarray]:
     """(mean loss, predictions) over the whole dataset, padding rows excluded. Each batch is split over `mesh`
-    (default: all devices when there are several)."""
+    (default: all devices when there are several). `layout`: see `make_steps`' eval_step."""
     mesh = default_mesh(mesh, batch_size)
     if mesh is not None:
-        params = replicate(params, mesh)
+        params, layout = replicate((params, layout), mesh)
     total, preds = 0.0, []
     for x, lengths, labels, count in batches(data, batch_size):
         w = (np.arange(len(labels)) < count).astype(np.float32)
         batch = (x, lengths, labels, w) if mesh is None else shard_batch((x, lengths, labels, w), mesh)
-        loss, p = eval_step(params, *batch)
+        loss, p = eval_step(params, *batch, layout)
         total += float(loss) * count
         preds.append(np.asarray(p)[:count])
     return total / len(data), np.concatenate(preds)
 
 
-def evaluate(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None) -> dict:
+def evaluate(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None,
+             layout: dict | None = None) -> dict:
     """Loss, accuracy and macro-F1 over the whole dataset (batches split over `mesh`, as in `predict`)."""
-    loss, pred = predict(eval_step, params, data, batch_size, mesh)
+    loss, pred = predict(eval_step, params, data, batch_size, mesh, layout)
     return {"loss": loss, **classification_metrics(pred, data.labels, len(data.label_names))}

@@ -23,6 +23,7 @@ from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from s2l_jax.curves import MetricsLog, Progress, plot_curves
 from s2l_jax.data import Dataset, epoch_plan, gather
 from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.predictor import inference_layout
 from s2l_jax.recurrent import ScanOptions
 from s2l_jax.sharding import default_mesh, replicate, shard_batch
 from s2l_jax.train import TrainConfig, evaluate, make_optimizer, make_schedule, make_steps
@@ -140,7 +141,8 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and b + 1 < len(plan):
                 checkpoint()
         bar.end()
-        metrics = evaluate(eval_step, params, valid, cfg.batch_size, mesh)
+        layout = inference_layout(model, params) if cfg.precision == "float32" else None
+        metrics = evaluate(eval_step, params, valid, cfg.batch_size, mesh, layout)
         record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": run["loss_sum"] / run["loss_count"],
                   "valid_loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                   "seconds": time.perf_counter() - t0}

@@ -140,3 +140,21 @@ def test_trained_model_exported_to_torch_predicts_the_same_validation_labels():
     _, jax_pred = eval_step(params, valid.inputs, valid.lengths, valid.labels, np.ones(len(valid), np.float32))
     np.testing.assert_array_equal(logits.argmax(-1).numpy(), np.asarray(jax_pred))
     assert evaluate(eval_step, params, valid, 64)["accuracy"] > 0.3  # learned, so the agreement is not trivial
+
+
+def test_evaluation_with_the_laid_out_lstm_weights_gives_the_same_loss_and_predictions():
+    import optax
+
+    from s2l_jax.predictor import inference_layout
+    from s2l_jax.train import predict
+
+    model = SequenceClassifier(tiny_cfg("attention"))
+    data = tiny_text(20)
+    params = model.init(jax.random.key(3), data.inputs[:1], lengths=data.lengths[:1])["params"]
+    eval_step = make_steps(model, optax.identity())[1]
+    layout = inference_layout(model, params)
+    assert layout["encoder"]  # the LSTM's weights are laid out, so the path under test is taken
+    loss, pred = predict(eval_step, params, data, 8)
+    loss_laid_out, pred_laid_out = predict(eval_step, params, data, 8, layout=layout)
+    assert loss_laid_out == loss
+    np.testing.assert_array_equal(pred_laid_out, pred)
