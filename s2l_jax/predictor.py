@@ -43,7 +43,6 @@ class Predictor:
     build a new one after the params change."""
 
     def __init__(self, model: SequenceClassifier, variables: Mapping):
-        self.model = model
         layout = inference_layout(model, variables["params"])
         self._variables = {**variables, "layout": layout} if layout else dict(variables)
         self._apply = jax.jit(model.apply)

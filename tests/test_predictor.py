@@ -27,7 +27,7 @@ def _tokens(vocab: int = 30) -> jax.Array:
     ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=7, num_classes=3, pooling="attention",
                      bidirectional=True, num_layers=2, proj_size=4, bias=False),
 ], ids=["last", "mean", "attention_2_layers_proj_no_bias"])
-def test_predictor_gives_the_jitted_apply_logits_bit_for_bit_and_torch_s(config):
+def test_predictor_matches_jitted_apply_bit_for_bit_and_torch_to_1e5(config):
     tm = TorchSequenceClassifier(config)
     model, variables = from_torch(tm, pooling=config.pooling)
     predictor = Predictor(model, variables)

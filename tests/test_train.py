@@ -7,7 +7,8 @@ from conftest import mappings_left_per_call, memory_map_count
 
 from s2l_jax.data import Dataset, load_default, split
 from s2l_jax.model import PRESETS, ClassifierConfig, SequenceClassifier
-from s2l_jax.train import TrainConfig, classification_metrics, evaluate, make_steps
+from s2l_jax.predictor import inference_layout
+from s2l_jax.train import TrainConfig, classification_metrics, evaluate, make_steps, predict
 from s2l_jax.trainer import TrainingDiverged, fit
 
 QUIET = {"log": lambda s: None}
@@ -144,9 +145,6 @@ def test_trained_model_exported_to_torch_predicts_the_same_validation_labels():
 
 def test_evaluation_with_the_laid_out_lstm_weights_gives_the_same_loss_and_predictions():
     import optax
-
-    from s2l_jax.predictor import inference_layout
-    from s2l_jax.train import predict
 
     model = SequenceClassifier(tiny_cfg("attention"))
     data = tiny_text(20)
