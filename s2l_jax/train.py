@@ -139,14 +139,13 @@ def predict(eval_step, params, data: Dataset, batch_size: int, mesh: jax.shardin
     mesh = default_mesh(mesh, batch_size)
     if mesh is not None:
         params, layout = replicate((params, layout), mesh)
-    total, preds = 0.0, []
+    results = []  # read back after the loop, so that dispatch runs ahead of the device
     for x, lengths, labels, count in batches(data, batch_size):
         w = (np.arange(len(labels)) < count).astype(np.float32)
         batch = (x, lengths, labels, w) if mesh is None else shard_batch((x, lengths, labels, w), mesh)
-        loss, p = eval_step(params, *batch, layout)
-        total += float(loss) * count
-        preds.append(np.asarray(p)[:count])
-    return total / len(data), np.concatenate(preds)
+        results.append((*eval_step(params, *batch, layout), count))
+    total = sum(float(loss) * count for loss, _, count in results)
+    return total / len(data), np.concatenate([np.asarray(p)[:count] for _, p, count in results])
 
 
 def evaluate(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None,
