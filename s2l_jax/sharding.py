@@ -61,5 +61,5 @@ def replicate(tree, mesh: Mesh):
 
 def shard_batch(arrays: tuple, mesh: Mesh) -> tuple:
     """Each array split along its first (batch) axis over the mesh's "data" axis (one transfer call for all:
-    109 us against 159 for four calls, a seed-size batch on 2 devices)."""
+    110 us against 159 for four calls, a seed-size batch on 2 devices; benchmarks/README.md)."""
     return tuple(jax.device_put(tuple(arrays), NamedSharding(mesh, PartitionSpec("data"))))
