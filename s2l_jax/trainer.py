@@ -112,34 +112,48 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
                              "dropout": "fold_in(key(seed), step)"}, "meta": meta}
             save_checkpoint(out / "checkpoints", step, params, opt_state, state, cfg.keep_checkpoints)
 
+    def finish_step(epoch: int, plan: list, b: int, count: int, outputs) -> None:
+        """Read back a dispatched step: stop on a non-finite loss or gradient, else take its params and log."""
+        nonlocal params, opt_state, step
+        new_params, new_opt_state, loss, finite = outputs
+        loss = float(loss)
+        if not bool(finite):
+            bar.end()
+            last = latest_checkpoint(out / "checkpoints") if out else None
+            rows = plan[b][:count].tolist()
+            raise TrainingDiverged(
+                f"loss {loss} or a gradient is not finite at step {step + 1} (epoch {epoch}, batch {b + 1}/"
+                f"{len(plan)}, dataset rows {rows[:8]}{' ...' if len(rows) > 8 else ''}); stopped, params "
+                f"before this step kept; last good checkpoint: {last or 'none'}. Check those rows or lower --lr")
+        params, opt_state, step = new_params, new_opt_state, step + 1
+        run["batch"], run["loss_sum"], run["loss_count"] = b + 1, run["loss_sum"] + loss, run["loss_count"] + 1
+        bar.update(epoch, b + 1, loss)
+        if metrics_log and step % cfg.log_every == 0:
+            metrics_log.write({"kind": "step", "step": step, "epoch": epoch, "loss": loss,
+                               "lr": float(schedule(step))})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and b + 1 < len(plan):
+            checkpoint()
+
     bar = Progress(cfg.epochs, steps_per_epoch, progress)
     while run["epoch"] <= cfg.epochs and not run["finished"]:
         epoch, t0 = run["epoch"], time.perf_counter()
         plan = epoch_plan(train, cfg.batch_size, cfg.seed, epoch)
+        pending = None  # (batch index, rows, outputs) of the step dispatched last, not yet read back
         for b in range(run["batch"], len(plan)):
             x, lengths, labels, count = gather(train, plan[b], cfg.batch_size)
             weights = (np.arange(cfg.batch_size) < count).astype(np.float32)
             batch = (x, lengths, labels, weights)
             if mesh is not None:
                 batch = shard_batch(batch, mesh)
-            new_params, new_opt_state, loss, finite = train_step(params, opt_state, np.int32(step), *batch)
-            loss = float(loss)
-            if not bool(finite):
-                bar.end()
-                last = latest_checkpoint(out / "checkpoints") if out else None
-                rows = plan[b][:count].tolist()
-                raise TrainingDiverged(
-                    f"loss {loss} or a gradient is not finite at step {step + 1} (epoch {epoch}, batch {b + 1}/"
-                    f"{len(plan)}, dataset rows {rows[:8]}{' ...' if len(rows) > 8 else ''}); stopped, params "
-                    f"before this step kept; last good checkpoint: {last or 'none'}. Check those rows or lower --lr")
-            params, opt_state, step = new_params, new_opt_state, step + 1
-            run["batch"], run["loss_sum"], run["loss_count"] = b + 1, run["loss_sum"] + loss, run["loss_count"] + 1
-            bar.update(epoch, b + 1, loss)
-            if metrics_log and step % cfg.log_every == 0:
-                metrics_log.write({"kind": "step", "step": step, "epoch": epoch, "loss": loss,
-                                   "lr": float(schedule(step))})
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and b + 1 < len(plan):
-                checkpoint()
+            # Dispatched on the previous step's outputs before that step is read back, so the host gathers the
+            # next batch while the device computes; a non-finite step is caught one dispatch later, unapplied.
+            head = (params, opt_state) if pending is None else pending[2][:2]
+            outputs = train_step(*head, np.int32(step + (pending is not None)), *batch)
+            if pending is not None:
+                finish_step(epoch, plan, *pending)
+            pending = (b, count, outputs)
+        if pending is not None:
+            finish_step(epoch, plan, *pending)
         bar.end()
         layout = inference_layout(model, params) if cfg.precision == "float32" else None
         metrics = evaluate(eval_step, params, valid, cfg.batch_size, mesh, layout)

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -82,23 +83,28 @@ def test_macro_f1_matches_its_definition_on_a_hand_checked_case():
     assert m["accuracy"] == 0.5 and m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
 
 
-def test_nan_in_a_batch_stops_naming_step_and_rows_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("batch", [2, 4], ids=["mid-epoch", "last-of-epoch"])
+def test_nan_in_a_batch_stops_naming_step_and_rows_and_keeps_the_last_good_checkpoint(tmp_path, batch):
+    # mid-epoch: the next step is already dispatched on the bad step's outputs when the loop reads it back
     from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint
     from s2l_jax.data import epoch_plan
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 5, 3)).astype(np.float32)
     data = Dataset(x, np.full(16, 5, np.int32), np.arange(16, dtype=np.int32) % 2, ("a", "b"))
-    bad = int(epoch_plan(data, 4, seed=0, epoch=1)[-1][0])  # a row of the epoch's 4th and last batch
+    bad = int(epoch_plan(data, 4, seed=0, epoch=1)[batch - 1][0])  # a row of the epoch's batch `batch` (of 4)
     x[bad, 2, 1] = np.nan
     cfg = ClassifierConfig(vocab_size=None, input_size=3, hidden_size=4, num_classes=2, pooling="mean")
-    tc = TrainConfig(epochs=2, batch_size=4, checkpoint_every=1)
-    with pytest.raises(TrainingDiverged, match=rf"not finite at step 4 .*rows \[[^]]*\b{bad}\b.*step_00000003"):
+    tc = TrainConfig(epochs=2, batch_size=4, checkpoint_every=1, log_every=1)
+    good = f"step_{batch - 1:08d}"
+    with pytest.raises(TrainingDiverged, match=rf"not finite at step {batch} .*rows \[[^]]*\b{bad}\b.*{good}"):
         fit(cfg, tc, data, data, out=tmp_path, **QUIET)
     ckpt = latest_checkpoint(tmp_path / "checkpoints")
-    assert ckpt.name == "step_00000003"
+    assert ckpt.name == good
     params, _, state = load_checkpoint(ckpt, *_templates(cfg, tc, data))
-    assert state["step"] == 3 and all(np.isfinite(a).all() for a in jax.tree.leaves(params))
+    assert state["step"] == batch - 1 and all(np.isfinite(a).all() for a in jax.tree.leaves(params))
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == list(range(1, batch))
 
 
 def _templates(cfg, tc, data):
