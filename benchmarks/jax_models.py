@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks.cases import CLASSES, VOCAB, Case, batch_arrays
+from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
+from s2l_jax.predictor import inference_layout
 
 
 class FlaxLinenClassifier(nn.Module):
@@ -44,8 +46,6 @@ def make_model(framework: str, case: Case, options: dict) -> nn.Module:
     d = case.dims
     if framework in ("flax_linen", "flax_linen_dp"):
         return FlaxLinenClassifier(case.model, d["embed"], d["hidden"], case.cell)
-    from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
-
     if framework == "s2l_jax_cudnn":  # GPU only: the cuDNN LSTM kernel behind the same params
         options = {**options, "cudnn": True}
     config = PRESETS[case.model].replace(vocab_size=VOCAB, embedding_dim=d["embed"], hidden_size=d["hidden"],
@@ -54,10 +54,14 @@ def make_model(framework: str, case: Case, options: dict) -> nn.Module:
 
 
 def step_functions(model: nn.Module, case: Case, tokens, labels):
-    """(jitted function, its arguments, whether it returns new state) for the case's mode."""
+    """(jitted function, its arguments) for the case's mode. s2l_jax infers as `s2l_jax.Predictor` does: the LSTM
+    weights laid out once, outside the timed call (`model.apply` on params alone re-lays them on every call)."""
     params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]  # eager init keeps executables alive
     if case.mode == "infer":
-        return jax.jit(lambda p, t: model.apply({"params": p}, t)), [params, tokens]
+        variables = {"params": params}
+        if isinstance(model, SequenceClassifier) and (layout := inference_layout(model, params)):
+            variables["layout"] = layout
+        return jax.jit(model.apply), [variables, tokens]
     tx = optax.adam(1e-3)
 
     def loss_fn(p, t, y):
