@@ -14,6 +14,7 @@ import optax
 from benchmarks.cases import CLASSES, VOCAB, Case, batch_arrays
 from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
 from s2l_jax.predictor import inference_layout
+from s2l_jax.sharding import data_mesh, data_parallel_grad, replicate, shard_batch, use_cpu_devices
 
 
 class FlaxLinenClassifier(nn.Module):
@@ -53,7 +54,7 @@ def make_model(framework: str, case: Case, options: dict) -> nn.Module:
     return SequenceClassifier(config, options=ScanOptions(**options))
 
 
-def step_functions(model: nn.Module, case: Case, tokens, labels):
+def step_functions(model: nn.Module, case: Case, tokens, labels, mesh: jax.sharding.Mesh | None = None):
     """(jitted function, its arguments) for the case's mode. s2l_jax infers as `s2l_jax.Predictor` does: the LSTM
     weights laid out once, outside the timed call (`model.apply` on params alone re-lays them on every call)."""
     params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]  # eager init keeps executables alive
@@ -64,12 +65,21 @@ def step_functions(model: nn.Module, case: Case, tokens, labels):
         return jax.jit(model.apply), [variables, tokens]
     tx = optax.adam(1e-3)
 
-    def loss_fn(p, t, y):
-        logits = model.apply({"params": p}, t)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    def loss_terms(p, rng, batch):  # (sum of the rows' losses, rows)
+        losses = optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, batch[0]), batch[1])
+        return losses.sum(), jnp.float32(losses.shape[0])
+
+    if mesh is not None and isinstance(model, SequenceClassifier):  # split: s2l_jax's one-all-reduce gradient
+        split_grad = data_parallel_grad(loss_terms, mesh)
+
+        def grad_fn(p, t, y):
+            return split_grad(p, None, (t, y))
+    else:
+        def grad_fn(p, t, y):
+            return jax.value_and_grad(lambda p: loss_terms(p, None, (t, y))[0] / t.shape[0])(p)
 
     def train_step(p, opt_state, t, y):
-        loss, grads = jax.value_and_grad(loss_fn)(p, t, y)
+        loss, grads = grad_fn(p, t, y)
         updates, opt_state = tx.update(grads, opt_state, p)
         return optax.apply_updates(p, updates), opt_state, loss
 
@@ -82,17 +92,13 @@ def build(framework: str, case: Case, *, device: str = "cpu", options: dict | No
     backend = "gpu" if device == "gpu" else "cpu"
     split = framework.endswith("_dp")  # one CPU device per core, the batch split over them (`--cpu-devices 0`)
     if split:
-        from s2l_jax.sharding import use_cpu_devices
-
         use_cpu_devices(threads)
     dev = jax.devices(backend)[0]
     tokens, labels = (jax.device_put(a, dev) for a in batch_arrays(case))
     model = make_model(framework, case, options or {})
-    fn, args = step_functions(model, case, tokens, labels)
+    mesh = data_mesh() if split else None
+    fn, args = step_functions(model, case, tokens, labels, mesh)
     if split:
-        from s2l_jax.sharding import data_mesh, replicate, shard_batch
-
-        mesh = data_mesh()
         state_args = 1 if case.mode == "infer" else 2  # params (and optimizer state) replicated, batch split
         args = [*replicate(args[:state_args], mesh), *shard_batch(tuple(args[state_args:]), mesh)]
     else:

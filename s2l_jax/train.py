@@ -16,7 +16,7 @@ import optax
 
 from s2l_jax.data import Dataset, batches
 from s2l_jax.model import SequenceClassifier
-from s2l_jax.sharding import default_mesh, replicate, shard_batch
+from s2l_jax.sharding import data_parallel_grad, default_mesh, replicate, shard_batch
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("float32", "bfloat16")
@@ -77,19 +77,23 @@ def _compute_dtype(tree, dtype):
 
 
 def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, precision: str = "float32",
-               seed: int = 0, multi_label: bool = False):
+               seed: int = 0, multi_label: bool = False, mesh: jax.sharding.Mesh | None = None):
     """(train_step, eval_step), jitted with params as arguments.
 
     train_step(params, opt_state, step, x, lengths, labels, weights) -> (params, opt_state, loss, finite), where
     `finite` says loss and every gradient are finite (the caller keeps the old params otherwise); dropout's key
     is `fold_in(key(seed), step)`, so it depends on the step alone and a resumed run draws the same masks.
+    With a `mesh` of several devices the batch is split over it and the gradients are summed with one
+    all-reduce (`sharding.data_parallel_grad`; dropout masks then also depend on the device).
     eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions): class ids, or a bool
     (B, C) multi-hot; `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM
     weights laid out once for many batches (same results, bit for bit).
     """
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
 
-    def loss_fn(params, x, lengths, labels, weights, rng=None, layout=None):
+    def loss_terms(params, rng, batch, layout=None):
+        """(sum of the rows' weighted losses, sum of weights), and the logits."""
+        x, lengths, labels, weights = batch
         if dtype != jnp.float32:
             params, x = _compute_dtype(params, dtype), _compute_dtype(x, dtype)
         kwargs = {"deterministic": False, "rngs": {"dropout": rng}} if rng is not None else {}
@@ -99,19 +103,30 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
             losses = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
         else:
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), logits
+        return jnp.sum(losses * weights), jnp.sum(weights), logits
+
+    def loss_fn(params, rng, batch, layout=None):
+        loss_sum, count, logits = loss_terms(params, rng, batch, layout)
+        return loss_sum / jnp.maximum(count, 1.0), logits
+
+    if mesh is not None and mesh.size > 1:
+        grad_fn = data_parallel_grad(lambda p, rng, batch: loss_terms(p, rng, batch)[:2], mesh)
+    else:
+        def grad_fn(params, rng, batch):
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rng, batch)
+            return loss, grads
 
     @jax.jit
     def train_step(params, opt_state, step, x, lengths, labels, weights):
         rng = jax.random.fold_in(jax.random.key(seed), step)
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, lengths, labels, weights, rng)
+        loss, grads = grad_fn(params, rng, (x, lengths, labels, weights))
         finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, finite
 
     @jax.jit
     def eval_step(params, x, lengths, labels, weights, layout=None):
-        loss, logits = loss_fn(params, x, lengths, labels, weights, layout=layout)
+        loss, logits = loss_fn(params, None, (x, lengths, labels, weights), layout)
         return loss, (logits > 0) if multi_label else jnp.argmax(logits, -1)
 
     return train_step, eval_step

@@ -90,7 +90,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     # mappings) for the life of the process, so many fits in one process crashed at vm.max_map_count.
     params = jax.jit(model.init)(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
     opt_state = tx.init(params)
-    train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label)
+    train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label, mesh)
     run = {"epoch": 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0, "history": [], "best_loss": None,
            "best_epoch": 0, "bad_epochs": 0, "finished": False}
     best_params, step = params, 0

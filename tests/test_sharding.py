@@ -29,6 +29,11 @@ worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
             for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)))
 assert worst < 1e-5, worst
 assert [h["accuracy"] for h in one.history] == [h["accuracy"] for h in eight.history]
+import dataclasses
+drop = dataclasses.replace(tiny_cfg("attention"), dropout=0.5, num_layers=2, rnn_dropout=0.5)
+runs = [fit(drop, dataclasses.replace(cfg, epochs=1), data, data, log=lambda s: None).params for _ in range(2)]
+assert all(np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, runs))), "dropout per device not repeatable"
+assert all(np.isfinite(a).all() for a in jax.tree.leaves(runs[0]))
 try:
     fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=6), data, data, log=lambda s: None)
     raise SystemExit("a batch of 6 over 8 devices was not refused")
@@ -48,8 +53,10 @@ print("max param difference", worst)
 
 # The batch must stay split through the whole step: a reshape that merges time with the sharded batch axis
 # (as the LSTM backward's weight-gradient dot once did) makes XLA gather every activation onto every device and
-# compute the gradients there twice over. Only the gradient all-reduce may cross devices, and only once per step:
-# autodiff of a scan accumulates dW_hh inside the time loop, so XLA all-reduces it there, once per time step.
+# compute the gradients there twice over. Only the gradient all-reduce may cross devices, once per step. Under
+# plain jit (no mesh given to make_steps) XLA all-reduces each gradient tensor, and autodiff of a scan
+# accumulates dW_hh inside the time loop, so XLA all-reduces it there, once per time step; with the mesh, the
+# step sums every gradient in one all-reduce whatever the scan (`sharding.data_parallel_grad`).
 NO_GATHER_SCRIPT = r"""
 import dataclasses, re, sys
 import jax, numpy as np, optax
@@ -71,24 +78,26 @@ def loop_bodies(hlo):
 s2l_jax.pooling.SCORE_ROWS = 16  # attention scores in chunks of 2 time steps, as at large sizes
 data = tiny_text(8)
 mesh = data_mesh()
-options = ScanOptions(custom_vjp=sys.argv[1] == "custom")
+remat = sys.argv[1] == "remat"  # 3 recomputed chunks of 2 steps
+options = ScanOptions(custom_vjp=sys.argv[1] != "autodiff", remat=remat, chunk=2 if remat else 16)
 cases = [("last", "lstm", 0), ("mean", "lstm", 0), ("attention", "lstm", 0), ("mean", "lstm", 4), ("mean", "gru", 0),
          ("last", "rnn_tanh", 0)]
 for pooling, cell, proj in cases:
     model = SequenceClassifier(dataclasses.replace(tiny_cfg(pooling), cell=cell, proj_size=proj), options=options)
     params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
     tx = optax.adam(1e-3)
-    train_step, eval_step = make_steps(model, tx)
     batch = shard_batch((data.inputs, data.lengths, data.labels, np.ones(8, np.float32)), mesh)
     state = replicate((params, tx.init(params)), mesh)
-    hlo = train_step.lower(*state, np.int32(0), *batch).compile().as_text()
-    ops = {op: hlo.count(op + "(") for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce")}
-    assert ops["all-gather"] == ops["all-to-all"] == ops["collective-permute"] == 0 and ops["all-reduce"] >= 1, (
-        pooling, cell, proj, ops)
-    bodies = loop_bodies(hlo)
-    assert bodies, "no while loop found in the compiled step"
-    if any("all-reduce(" in b for b in bodies):
-        print("all-reduce in the time loop:", pooling, cell, proj)
+    for step_mesh in (None, mesh):
+        train_step, eval_step = make_steps(model, tx, mesh=step_mesh)
+        hlo = train_step.lower(*state, np.int32(0), *batch).compile().as_text()
+        ops = {op: hlo.count(op + "(") for op in ("all-gather", "all-to-all", "collective-permute", "all-reduce")}
+        assert ops["all-gather"] == ops["all-to-all"] == ops["collective-permute"] == 0, (pooling, cell, proj, ops)
+        assert ops["all-reduce"] == 1 if step_mesh else ops["all-reduce"] >= 1, (pooling, cell, proj, ops)
+        bodies = loop_bodies(hlo)
+        assert bodies, "no while loop found in the compiled step"
+        if any("all-reduce(" in b for b in bodies):
+            print("all-reduce in the time loop:", "mesh" if step_mesh else "jit", pooling, cell, proj)
     hlo = eval_step.lower(state[0], *batch).compile().as_text()
     assert "all-gather(" not in hlo and "all-to-all(" not in hlo, pooling
 print("no gathers")
@@ -116,10 +125,15 @@ def test_training_sharded_over_8_devices_equals_one_device_and_refuses_unsplitta
 
 def test_data_parallel_steps_keep_the_batch_split_and_all_reduce_gradients_once_per_step():
     with ThreadPoolExecutor(2) as pool:  # two processes, one per core
-        out, autodiff = pool.map(lambda mode: _run_on_fake_devices(NO_GATHER_SCRIPT, 2, mode), ("custom", "autodiff"))
+        out, autodiff, remat = pool.map(lambda mode: _run_on_fake_devices(NO_GATHER_SCRIPT, 2, mode),
+                                        ("custom", "autodiff", "remat"))
     assert "no gathers" in out and "all-reduce in the time loop" not in out, out
-    # The check can see a per-step all-reduce: autodiff of the scan has one in every case.
-    assert autodiff.count("all-reduce in the time loop") == 6, autodiff
+    # The check can see a per-step all-reduce: under plain jit autodiff of the scan has one in every case.
+    assert "no gathers" in autodiff and autodiff.count("all-reduce in the time loop: jit") == 6, autodiff
+    assert "all-reduce in the time loop: mesh" not in autodiff, autodiff
+    # remat recomputes chunk by chunk in a loop; plain jit all-reduces each chunk's weight gradients there
+    assert "no gathers" in remat and "all-reduce in the time loop: jit" in remat, remat
+    assert "all-reduce in the time loop: mesh" not in remat, remat
 
 
 
