@@ -51,7 +51,8 @@ def op_times(case_name: str, framework: str = "s2l_jax", calls: int = 3, options
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("case", help="size/model/mode[/cell], e.g. large/mean/train")
-    ap.add_argument("--framework", default="s2l_jax", choices=("s2l_jax", "flax_linen"))
+    ap.add_argument("--framework", default="s2l_jax",
+                    choices=("s2l_jax", "flax_linen", "s2l_jax_dp", "flax_linen_dp"))  # *_dp: one device per core
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))

@@ -1,7 +1,7 @@
 """Data parallelism with `jax.sharding`: a 1-D mesh over all devices, the batch split along it, params and
-optimizer state replicated. jit inserts the gradient all-reduce, so the same train step runs on one CPU, 8 GPUs
-or a TPU slice. Multi-host: call `jax.distributed.initialize()` first in every process; `jax.devices()` then
-lists every host's devices and each process feeds the same global batch.
+optimizer state replicated; the gradients are summed in one all-reduce (`data_parallel_grad`), so the same train
+step runs on one CPU, 8 GPUs or a TPU slice. Multi-host: call `jax.distributed.initialize()` first in every
+process; `jax.devices()` then lists every host's devices and each process feeds the same global batch.
 """
 
 from __future__ import annotations
