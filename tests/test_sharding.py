@@ -13,10 +13,10 @@ from s2l_jax.sharding import use_cpu_devices
 
 SCRIPT = r"""
 import dataclasses
-import jax, numpy as np
+import jax, jax.numpy as jnp, numpy as np
 assert jax.device_count() == 8, jax.devices()
 from s2l_jax.data import Dataset
-from s2l_jax.sharding import data_mesh
+from s2l_jax.sharding import data_mesh, data_parallel_grad
 from s2l_jax.train import TrainConfig
 from s2l_jax.trainer import fit
 from test_train import tiny_cfg, tiny_text
@@ -42,6 +42,12 @@ for precision in ("float32", "bfloat16"):
                                  for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 # bfloat16 matmuls round differently for 8 rows than for 1 per device (plain jit: 5.5e-4 here as well)
 assert worst_multi["float32"] < 1e-5 and worst_multi["bfloat16"] < 1e-2, worst_multi
+def draw_terms(p, rng, batch):  # one row per device: its loss is a uniform draw from that device's key
+    return jnp.sum(jax.random.uniform(rng, batch[0].shape)) * p, jnp.float32(batch[0].shape[0])
+loss, grad = jax.jit(data_parallel_grad(draw_terms, data_mesh()))(jnp.float32(1), jax.random.key(3), (np.ones(8),))
+draws = [jax.random.uniform(jax.random.fold_in(jax.random.key(3), d), (1,))[0] for d in range(8)]
+assert len(set(map(float, draws))) == 8 and np.isclose(float(loss), np.mean(draws)), (float(loss), draws)
+assert np.isclose(float(grad), float(loss))  # d(loss)/dp: the same mean
 drop = dataclasses.replace(tiny_cfg("attention"), dropout=0.5, num_layers=2, rnn_dropout=0.5)
 runs = [fit(drop, dataclasses.replace(cfg, epochs=1), data, data, log=lambda s: None).params for _ in range(2)]
 assert all(np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, runs))), "dropout per device not repeatable"
