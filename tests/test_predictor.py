@@ -42,6 +42,19 @@ def test_predictor_matches_jitted_apply_bit_for_bit_and_torch_to_1e5(config):
     close(predictor(tokens, LENGTHS), expected.detach().numpy(), 1e-5)
 
 
+def test_fused_directions_take_the_laid_out_weights_stacked_and_match_apply():
+    config = ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=7, num_classes=3, pooling="mean",
+                              bidirectional=True, num_layers=2)
+    model = SequenceClassifier(config, options=ScanOptions(fuse_directions=True))  # one vmapped scan per layer
+    variables = model.init(jax.random.key(0), _tokens())
+    layout = lstm_layout(model, variables["params"])
+    assert len(layout["encoder"]) == 8
+    same = Predictor(model, variables)(_tokens(), LENGTHS)
+    np.testing.assert_array_equal(same, jax.jit(model.apply)(variables, _tokens(), lengths=LENGTHS))
+    moved = jax.tree.map(lambda a: a * 1.5, layout)
+    assert np.abs(model.apply({**variables, "layout": moved}, _tokens(), lengths=LENGTHS) - same).max() > 1e-3
+
+
 def test_the_laid_out_weights_are_the_ones_used():
     """The layout replaces the params' recurrent weights in the scan: a changed layout changes the logits."""
     config = ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=7, num_classes=3, pooling="mean")
