@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from s2l_jax.compile_cache import enable_compile_cache
+
 # name -> (module, one-line help). A command whose module cannot be imported (parity.* without torch) is
 # still listed and says what it needs; the other commands work, so s2l_jax does not depend on torch.
 COMMANDS = {
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2l {args.command}: error: {args._missing}", file=sys.stderr)
         return 2
     try:
+        enable_compile_cache()
         if getattr(args, "cpu_devices", 1) != 1:
             from s2l_jax.sharding import use_cpu_devices
 

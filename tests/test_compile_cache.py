@@ -1,0 +1,72 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from s2l_jax.compile_cache import cache_dir
+from s2l_jax.weights import read_safetensors
+
+
+def s2l(args, env_extra, tmp_path):
+    """Run `s2l` in a fresh process (the cache is set up once per process) with HOME and XDG_CACHE_HOME in tmp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S2L_", "JAX_COMPILATION_CACHE"))}
+    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"), **env_extra)
+    done = subprocess.run([sys.executable, "-m", "s2l_jax", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture
+def csv(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    return f
+
+
+def entries(directory):
+    return sorted(p.name for p in directory.glob("*-cache"))
+
+
+def test_second_run_loads_every_executable_from_the_cache_and_trains_identically(tmp_path, csv):
+    train = ["train", "--data", str(csv), "--epochs", "2", "--batch-size", "8"]
+    s2l([*train, "--out", str(tmp_path / "a")], {}, tmp_path)
+    cache = tmp_path / "xdg" / "s2l_jax" / "xla"  # the default place
+    first = entries(cache)
+    assert any(name.startswith("jit_train_step") for name in first), first
+    s2l([*train, "--out", str(tmp_path / "b")], {}, tmp_path)
+    assert entries(cache) == first  # nothing compiled anew: every program was a cache hit
+    a, _ = read_safetensors(tmp_path / "a" / "model.safetensors")
+    b, _ = read_safetensors(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_cache_directory_from_the_environment_or_off(tmp_path, csv):
+    train = ["train", "--data", str(csv), "--epochs", "1", "--batch-size", "8"]
+    s2l([*train, "--out", str(tmp_path / "a")], {"S2L_COMPILE_CACHE": str(tmp_path / "mine")}, tmp_path)
+    assert entries(tmp_path / "mine")
+    s2l([*train, "--out", str(tmp_path / "b")], {"S2L_COMPILE_CACHE": "off"}, tmp_path)
+    assert not [p for p in tmp_path.rglob("*-cache") if "mine" not in p.parts]
+
+
+def test_unusable_cache_directory_runs_without_a_cache(tmp_path, csv):
+    (tmp_path / "file").write_text("")
+    done = s2l(["train", "--data", str(csv), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "a")],
+               {"S2L_COMPILE_CACHE": str(tmp_path / "file" / "xla")}, tmp_path)
+    assert (tmp_path / "a" / "model.safetensors").is_file() and "warning" not in done.stderr.lower()
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0", "", " no "])
+def test_cache_dir_reads_off_values(monkeypatch, value):
+    monkeypatch.setenv("S2L_COMPILE_CACHE", value)
+    assert cache_dir() is None
+
+
+def test_cache_dir_defaults_under_xdg_cache_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("S2L_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "s2l_jax" / "xla"
+    monkeypatch.setenv("S2L_COMPILE_CACHE", "~/x")
+    assert cache_dir() == tmp_path.home() / "x"
