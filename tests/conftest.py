@@ -1,4 +1,5 @@
 import gc
+import os
 import tempfile
 
 import jax
@@ -13,6 +14,9 @@ torch.set_num_threads(2)
 # persistent compilation cache turns those repeat XLA compiles into cache hits.
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="s2l-test-xla-cache-"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+# `s2l` run as a subprocess caches in a directory of its own (the CLI's cache evicts, this one does not), never
+# in the user's ~/.cache.
+os.environ["S2L_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="s2l-test-cli-cache-")
 
 
 @pytest.fixture(autouse=True)
