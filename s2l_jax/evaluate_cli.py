@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-col", help="default: the column training used")
     p.add_argument("--json", dest="json_out")
     p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: up to 256, fewer for long sequences)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="CSV/TSV/JSONL with a text column, or a .ts file (default: stdin lines)")
     p.add_argument("--text-col", help="default: the column training used")
     p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: up to 256, fewer for long sequences)")
 
 
 def run(args: argparse.Namespace) -> int:

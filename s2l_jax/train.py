@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from s2l_jax.data import Dataset, batches
+from s2l_jax.data import Dataset, batches, eval_batch_size, length_order
 from s2l_jax.model import SequenceClassifier
 from s2l_jax.sharding import data_parallel_grad, default_mesh, replicate, shard_batch
 
@@ -147,23 +147,39 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) ->
     return {"accuracy": accuracy, "macro_f1": f1}
 
 
-def predict(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None,
+# Batches dispatched beyond the one awaited: the device never waits for the host, while the number of programs in
+# flight stays bounded (hundreds of split programs in flight deadlocked XLA:CPU's all-reduce rendezvous).
+DISPATCH_AHEAD = 2
+
+
+def predict(eval_step, params, data: Dataset, batch_size: int | None = None, mesh: jax.sharding.Mesh | None = None,
             layout: dict | None = None) -> tuple[float, np.ndarray]:
-    """(mean loss, predictions) over the whole dataset, padding rows excluded. Each batch is split over `mesh`
-    (default: all devices when there are several). `layout`: see `make_steps`' eval_step."""
+    """(mean loss, predictions in the dataset's row order) over the whole dataset, padding rows excluded. Rows
+    are batched by length; `batch_size` None picks `eval_batch_size`. Each batch is split over `mesh` (default:
+    all devices when there are several). `layout`: see `make_steps`' eval_step."""
+    if batch_size is None:
+        batch_size = eval_batch_size(data, mesh.size if mesh is not None else jax.device_count())
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
     mesh = default_mesh(mesh, batch_size)
     if mesh is not None:
         params, layout = replicate((params, layout), mesh)
-    results = []  # read back after the loop, so that dispatch runs ahead of the device
-    for x, lengths, labels, count in batches(data, batch_size):
+    order = length_order(data)  # rows of similar length batched together: less padding
+    results = []
+    for x, lengths, labels, count in batches(data, batch_size, order):
         w = (np.arange(len(labels)) < count).astype(np.float32)
         batch = (x, lengths, labels, w) if mesh is None else shard_batch((x, lengths, labels, w), mesh)
         results.append((*eval_step(params, *batch, layout), count))
+        if len(results) > DISPATCH_AHEAD:
+            jax.block_until_ready(results[-DISPATCH_AHEAD - 1][:2])
     total = sum(float(loss) * count for loss, _, count in results)
-    return total / len(data), np.concatenate([np.asarray(p)[:count] for _, p, count in results])
+    sorted_pred = np.concatenate([np.asarray(p)[:count] for _, p, count in results])
+    pred = np.empty_like(sorted_pred)
+    pred[order] = sorted_pred  # back to the dataset's row order
+    return total / len(data), pred
 
 
-def evaluate(eval_step, params, data: Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None,
+def evaluate(eval_step, params, data: Dataset, batch_size: int | None = None, mesh: jax.sharding.Mesh | None = None,
              layout: dict | None = None) -> dict:
     """Loss, accuracy and macro-F1 over the whole dataset (batches split over `mesh`, as in `predict`)."""
     loss, pred = predict(eval_step, params, data, batch_size, mesh, layout)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from s2l_jax.data import batches, load_default, split
+from s2l_jax.data import Dataset, batches, eval_batch_size, load_default, split
 
 
 def test_default_dataset_is_real_digits_offline():
@@ -15,11 +15,22 @@ def test_split_is_disjoint_and_covers_everything():
 
 
 def test_batches_have_fixed_size_and_power_of_two_padded_lengths():
-    from s2l_jax.data import Dataset
-
     lengths = np.array([1, 3, 5, 9, 17, 2, 4], np.int32)
     d = Dataset(np.ones((7, 20), np.int32), lengths, np.zeros(7, np.int32), ("a",))
     shapes = {x.shape for x, _, _, _ in batches(d, 2)}
     counts = [c for *_, c in batches(d, 2)]
     assert all(s[0] == 2 for s in shapes) and {s[1] for s in shapes} <= {1, 2, 4, 8, 16, 20}
     assert sum(counts) == 7
+
+
+def test_eval_batch_size_is_a_power_of_two_bounded_by_steps_rows_and_devices():
+    def data(rows, steps):
+        return Dataset(np.ones((rows, steps), np.int32), np.full(rows, steps, np.int32), np.zeros(rows, np.int32),
+                       ("a",))
+
+    assert eval_batch_size(data(1000, 40)) == 256  # EVAL_ROWS
+    assert eval_batch_size(data(1000, 4096)) == 16  # EVAL_CELLS / steps
+    assert eval_batch_size(data(1000, 5000)) == 8  # the power of two below 65536 / 5000 = 13
+    assert eval_batch_size(data(5, 40)) == 8  # the power of two above the rows, not 256 rows of padding
+    assert eval_batch_size(data(1000, 40), devices=3) == 258  # splits over the devices
+    assert eval_batch_size(data(1, 100_000)) == 1

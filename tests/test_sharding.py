@@ -173,6 +173,14 @@ def test_cpu_devices_flag_splits_training_and_prediction_over_cores(tmp_path):
     split, single = (_s2l("predict", str(out), "--data", str(f), *extra) for extra in (["--cpu-devices", "2"], []))
     assert split.returncode == 0 and single.returncode == 0, split.stderr[-2000:] + single.stderr[-2000:]
     assert split.stdout == single.stdout and len(split.stdout.split()) == 20
+    # 1000 batches: with all of them in flight at once, XLA:CPU's all-reduce rendezvous deadlocked (aborted at 40 s)
+    g = tmp_path / "many.csv"
+    g.write_text("text\n" + "".join(" ".join(["good fine" if i % 3 else "bad awful"] * (1 + i % 16)) + "\n"
+                                     for i in range(2000)))
+    split, single = (_s2l("predict", str(out), "--data", str(g), "--batch-size", "2", *extra)
+                     for extra in (["--cpu-devices", "2"], []))
+    assert split.returncode == 0 and single.returncode == 0, split.stderr[-2000:] + single.stderr[-2000:]
+    assert split.stdout == single.stdout and len(split.stdout.split()) == 2000
     bad = _s2l("train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "b"),
                "--cpu-devices", "3")
     assert bad.returncode == 2 and "batch size 8 does not split over 3 devices" in bad.stderr, bad.stderr[-2000:]

@@ -149,6 +149,23 @@ def test_trained_model_exported_to_torch_predicts_the_same_validation_labels():
     assert evaluate(eval_step, params, valid, 64)["accuracy"] > 0.3  # learned, so the agreement is not trivial
 
 
+def test_predict_batches_rows_by_length_and_returns_them_in_dataset_order():
+    import optax
+
+    model = SequenceClassifier(tiny_cfg("attention"))
+    data = tiny_text(37, seed=1)  # lengths 2-6: batched by length, the batches have different padded lengths
+    params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
+    eval_step = make_steps(model, optax.identity())[1]
+    whole_loss, whole_pred = eval_step(params, data.inputs, data.lengths, data.labels, np.ones(len(data), np.float32))
+    assert len(set(np.asarray(whole_pred).tolist())) > 1  # a wrong row order would show
+    for batch_size in (4, None):
+        loss, pred = predict(eval_step, params, data, batch_size)
+        np.testing.assert_array_equal(pred, whole_pred)
+        assert abs(loss - float(whole_loss)) < 1e-6
+    with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
+        predict(eval_step, params, data, 0)
+
+
 def test_evaluation_with_the_laid_out_lstm_weights_gives_the_same_loss_and_predictions():
     import optax
 

@@ -55,6 +55,9 @@ def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
     assert main(["predict", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.split()
     assert len(lines) == 3 and set(lines) <= {"pos", "neg"}
+    monkeypatch.setattr("sys.stdin", io.StringIO("good fine\n"))
+    assert main(["predict", str(tmp_path / "o"), "--batch-size", "0"]) == 2
+    assert "batch size must be >= 1, got 0" in capsys.readouterr().err
 
 
 def write_ts(path, n=24, multivariate=False, lengths=(3, 9)):
