@@ -148,7 +148,7 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) ->
 
 
 # Batches dispatched beyond the one awaited: the device never waits for the host, while the number of programs in
-# flight stays bounded (hundreds of split programs in flight deadlocked XLA:CPU's all-reduce rendezvous).
+# flight stays bounded (split over CPU devices, 32 to 1000 programs in flight deadlocked XLA's all-reduce rendezvous).
 DISPATCH_AHEAD = 2
 
 
