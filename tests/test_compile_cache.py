@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,4 +70,4 @@ def test_cache_dir_defaults_under_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_dir() == tmp_path / "s2l_jax" / "xla"
     monkeypatch.setenv("S2L_COMPILE_CACHE", "~/x")
-    assert cache_dir() == tmp_path.home() / "x"
+    assert cache_dir() == Path.home() / "x"
