@@ -25,12 +25,16 @@ class UsageError(Exception):
     """A problem with the user's input, reported as one line with exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `s2l` parser; with `only`, just that command's module is imported for its arguments (the others'
+    imports, torch for the parity commands, cost ~1.5 s of every command's start-up)."""
     parser = argparse.ArgumentParser(prog="s2l", description="Torch-exact sequence-to-label models in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
+        if only is not None and name != only:
+            continue
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as e:  # e.g. torch not installed: the other commands still work
@@ -41,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(only=next((a for a in argv[:1] if a in COMMANDS), ""))
     args = parser.parse_args(argv)
     if getattr(args, "_missing", None):
         print(f"s2l {args.command}: error: {args._missing}", file=sys.stderr)

@@ -33,3 +33,15 @@ def test_torch_commands_say_what_is_missing_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "needs torch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_command_imports_only_its_own_module():
+    """Start-up: `s2l train/predict/evaluate` do not pay for the parity commands' torch import (~1.2 s)."""
+    code = ("import sys; from s2l_jax.cli import main\n"
+            "for argv in (['train', '--help'], ['--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch imported:', 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--preset" in done.stdout and "parity" in done.stdout  # train's flags, and every command listed
+    assert "torch imported: False" in done.stdout
