@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 
 from s2l_jax.data import Dataset, batches, eval_batch_size, load_default, split
@@ -6,6 +9,20 @@ from s2l_jax.data import Dataset, batches, eval_batch_size, load_default, split
 def test_default_dataset_is_real_digits_offline():
     d = load_default()
     assert d.inputs.shape == (1797, 8, 8) and sorted(set(d.labels.tolist())) == list(range(10))
+
+
+def test_default_dataset_read_without_scikit_learn_equals_load_digits():
+    from sklearn.datasets import load_digits
+
+    d, ref = load_default(), load_digits()
+    np.testing.assert_array_equal(d.inputs, (ref.images / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(d.labels, ref.target)
+
+
+def test_default_dataset_loads_without_importing_scikit_learn():
+    code = "import sys; from s2l_jax.data import load_default; load_default(); print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
 def test_split_is_disjoint_and_covers_everything():
