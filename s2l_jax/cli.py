@@ -27,7 +27,7 @@ class UsageError(Exception):
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `s2l` parser; with `only`, just that command's module is imported for its arguments (the others'
-    imports, torch for the parity commands, cost ~1.5 s of every command's start-up)."""
+    imports, torch for the parity commands, cost ~1.3 s of every command's start-up)."""
     parser = argparse.ArgumentParser(prog="s2l", description="Torch-exact sequence-to-label models in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_) in COMMANDS.items():
@@ -45,7 +45,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(only=next((a for a in argv[:1] if a in COMMANDS), ""))
+    parser = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else "")
     args = parser.parse_args(argv)
     if getattr(args, "_missing", None):
         print(f"s2l {args.command}: error: {args._missing}", file=sys.stderr)
