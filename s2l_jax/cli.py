@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from s2l_jax.compile_cache import enable_compile_cache
@@ -56,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             from s2l_jax.sharding import use_cpu_devices
 
             use_cpu_devices(args.cpu_devices)
-        return int(importlib.import_module(args._module).run(args) or 0)
+        code = int(importlib.import_module(args._module).run(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader stopped early (`s2l predict ... | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status a shell shows for a writer its pipe closed on
     except (UsageError, ValueError, TypeError, OSError, KeyError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"s2l {args.command}: error: {message}", file=sys.stderr)

@@ -45,3 +45,18 @@ def test_a_command_imports_only_its_own_module():
     assert done.returncode == 0, done.stderr
     assert "--preset" in done.stdout and "parity" in done.stdout  # train's flags, and every command listed
     assert "torch imported: False" in done.stdout
+
+
+def test_output_cut_short_by_the_reader_ends_quietly(tmp_path):
+    """`s2l predict ... | head`: the closed pipe is not reported as an error."""
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "o")]) == 0
+    g = tmp_path / "many.csv"
+    g.write_text("text\n" + "good fine\n" * 30000)  # 120 kB of labels: more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-m", "s2l_jax", "predict", str(tmp_path / "o"), "--data", str(g)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() in (b"pos", b"neg")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and err == "", err
