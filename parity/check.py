@@ -24,7 +24,7 @@ class ParityError(AssertionError):
     """Raised by `assert_parity`; `.report` holds the full report."""
 
     def __init__(self, report: ParityReport):
-        super().__init__(report.summary() + "\n" + report.table(only_failures=True))
+        super().__init__(report.summary() + "\n" + report.table(only_failures=True, with_summary=False))
         self.report = report
 
 
@@ -58,7 +58,7 @@ def _leaves(out, recurrent: bool) -> list[tuple[str, object]]:
     return [("output", out)]
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def as_numpy(t: torch.Tensor) -> np.ndarray:
     """A torch tensor's values for comparison (bfloat16, which NumPy lacks, exactly widened to float32)."""
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
@@ -93,9 +93,10 @@ def compare(
     recurrent = isinstance(torch_module, RECURRENT_TYPES)
     arrays = [np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in inputs]
     floating = [i for i, a in enumerate(arrays) if np.issubdtype(a.dtype, np.floating)]
-    entries = [diff("weight", t, flat[f], _np(v), tol)
+    entries = [diff("weight", t, flat[f], as_numpy(v), tol)
                for t, v in torch_module.state_dict().items() for f in (names[t],)]
 
+    trained = [(t, p) for t, p in torch_module.named_parameters() if p.requires_grad]
     was_training = torch_module.training
     torch_module.eval()
     try:
@@ -110,7 +111,7 @@ def compare(
                 t_out = torch_module(*t_inputs)
             t_leaves = _leaves(t_out, recurrent)
             rng = np.random.default_rng(seed)
-            cots = [rng.standard_normal(tuple(v.shape)).astype(_np(v).dtype) for _, v in t_leaves]
+            cots = [rng.standard_normal(tuple(v.shape)).astype(as_numpy(v).dtype) for _, v in t_leaves]
             kwargs = {} if lengths is None else {"lengths": jnp.asarray(np.asarray(lengths))}
             others = {k: v for k, v in variables.items() if k != "params"}
             j_inputs = [jnp.asarray(a) for a in arrays]
@@ -129,8 +130,13 @@ def compare(
             if gradients:
                 (_, j_leaves), (g_params, g_inputs) = jax.jit(
                     jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(*args)
-                sum((v * torch.from_numpy(c).to(v.dtype)).sum() for (_, v), c in zip(t_leaves, cots, strict=True)
-                    ).backward()
+                # autograd.grad, not backward(): gradients already on the user's module stay as they were.
+                wrt = [p for _, p in trained] + [t_inputs[i] for i in floating]
+                total = sum((v * torch.from_numpy(c).to(v.dtype)).sum()
+                            for (_, v), c in zip(t_leaves, cots, strict=True))
+                t_grads = torch.autograd.grad(total, wrt, allow_unused=True) if wrt else []
+                t_grads = [np.zeros(tuple(x.shape)) if g is None else as_numpy(g)
+                           for g, x in zip(t_grads, wrt, strict=True)]
             else:
                 _, j_leaves = jax.jit(loss)(*args)
     finally:
@@ -138,16 +144,18 @@ def compare(
     if len(j_leaves) != len(t_leaves):
         raise ValueError(f"torch returns {len(t_leaves)} tensors, the Flax module {len(j_leaves)}")
     for (name, t), j in zip(t_leaves, j_leaves, strict=True):
-        entries.append(diff("output", name, j, _np(t), tol))
+        entries.append(diff("output", name, j, as_numpy(t), tol))
+    notes = ()
     if gradients:
         g_flat = flatten(g_params)
-        for t_name, p in torch_module.named_parameters():
-            t_grad = _np(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))
-            entries.append(diff("gradient", t_name, g_flat[names[t_name]], t_grad, tol))
-            p.grad = None
-        for k, i in enumerate(floating):
-            entries.append(diff("gradient", f"input[{i}]", g_inputs[k], _np(t_inputs[i].grad), tol))
-    return ParityReport(tuple(entries), tol, str(dtype).replace("torch.", ""), jax.default_backend())
+        j_grads = [(t, g_flat[names[t]]) for t, _ in trained] + [
+            (f"input[{i}]", g_inputs[k]) for k, i in enumerate(floating)]
+        for (name, j_grad), t_grad in zip(j_grads, t_grads, strict=True):
+            entries.append(diff("gradient", name, j_grad, t_grad, tol))
+        frozen = [t for t, p in torch_module.named_parameters() if not p.requires_grad]
+        if frozen:
+            notes = (f"gradients not compared for torch parameters with requires_grad=False: {', '.join(frozen)}",)
+    return ParityReport(tuple(entries), tol, str(dtype).replace("torch.", ""), jax.default_backend(), notes)
 
 
 def assert_parity(torch_module: nn.Module, flax_module, variables: Mapping, *inputs, **kwargs) -> ParityReport:

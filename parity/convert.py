@@ -123,6 +123,13 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
     return Structure(config, paths)
 
 
+def numpy_to_tensor(a: np.ndarray) -> torch.Tensor:
+    """The inverse of `tensor_to_numpy`: bit-identical values, bfloat16 included."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def tensor_to_numpy(name: str, t: torch.Tensor, what: str = "state_dict") -> np.ndarray:
     """A tensor's values as a NumPy array of the same dtype (bfloat16 as ml_dtypes' bfloat16)."""
     t = t.detach().cpu()
@@ -180,7 +187,7 @@ def from_torch(module: nn.Module, *, pooling: str | None = None):
 def to_torch_state_dict(variables) -> dict[str, torch.Tensor]:
     """Flax variables -> a torch state_dict with the reference model's names (bit-identical values)."""
     params = variables["params"] if "params" in variables else variables
-    return {k: torch.from_numpy(np.array(v)) for k, v in flatten(params).items()}
+    return {k: numpy_to_tensor(np.array(v)) for k, v in flatten(params).items()}
 
 
 def to_torch(variables, module: nn.Module | None = None):

@@ -27,6 +27,9 @@ def parity_check(request: pytest.FixtureRequest):
     from parity.check import assert_parity
 
     marker = request.node.get_closest_marker("parity")
+    if marker and marker.args:
+        raise TypeError("@pytest.mark.parity takes keyword arguments only (rtol=, atol=, gradients=, lengths=), "
+                        f"got {marker.args}")
     defaults = dict(marker.kwargs) if marker else {}
 
     def check(torch_module, flax_module, variables, *inputs, **options):

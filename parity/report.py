@@ -94,14 +94,14 @@ class ParityReport:
                               f"{f.actual:.9g} vs torch {f.expected:.9g}")
         return f"{head}; first failure: {f.label} ({where}); {len(self.failures)} failing"
 
-    def table(self, only_failures: bool = False) -> str:
+    def table(self, only_failures: bool = False, with_summary: bool = True) -> str:
         rows = [e for e in self.entries if e.passed is False or not only_failures]
         width = max([len(e.label) for e in rows] + [6])
         lines = [f"{'tensor':<{width}}  {'shape':<16} {'max-abs':>10} {'max-rel':>10}  {'worst at':<14} result"]
         for e in rows:
             lines.append(f"{e.label:<{width}}  {str(e.shape):<16} {e.max_abs:>10.3g} {e.max_rel:>10.3g}  "
                          f"{str(list(e.worst_index)):<14} {'ok' if e.passed else 'FAIL ' + e.problem}")
-        return "\n".join(lines + [self.summary(), *(f"note: {n}" for n in self.notes)])
+        return "\n".join(lines + [self.summary()] * with_summary + [f"note: {n}" for n in self.notes])
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "summary": self.summary(), "dtype": self.dtype, "backend": self.backend,
@@ -120,7 +120,7 @@ class ParityReport:
         """`.json` or `.md`, from the extension."""
         path = Path(path)
         if path.suffix == ".json":
-            text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+            text = json.dumps(_finite_or_text(self.to_dict()), indent=1, allow_nan=False)
         elif path.suffix == ".md":
             text = self.to_markdown()
         else:
@@ -130,3 +130,14 @@ class ParityReport:
     def __add__(self, other: ParityReport) -> ParityReport:
         return ParityReport(self.entries + other.entries, self.tolerance, self.dtype, self.backend,
                             self.notes + other.notes)
+
+
+def _finite_or_text(obj):
+    """Strict JSON: NaN and infinities (a failed tensor's differences) become the strings "nan", "inf", "-inf"."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite_or_text(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_text(v) for v in obj]
+    return obj

@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parity.check import param_names
+from parity.check import as_numpy, param_names
 from parity.report import ParityReport, diff
 from parity.tolerance import parity_precision, tolerance_for
 from s2l_jax.model import ClassifierConfig
-from s2l_jax.params import flatten
+from s2l_jax.params import flatten, unflatten
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ILL_CONDITIONED = 1.0  # |grad| below this many eps: Adam amplifies its float32 rounding (see above)
@@ -114,12 +114,18 @@ def compare_training(
     with mean cross-entropy; compare the loss before and every parameter after each step ("step k"). Adam's
     ill-conditioned elements are handled as the module docstring says."""
     spec = OptimizerSpec(optimizer) if isinstance(optimizer, str) else optimizer
+    batches = list(batches)
+    if not batches:
+        raise ValueError("compare_training needs at least one batch: with none there is nothing to compare")
     tm = copy.deepcopy(torch_module).eval()  # the caller's module keeps its weights; dropout off (see above)
     names = param_names(tm, variables["params"])
     dtype = next(p.dtype for p in tm.parameters())
     tol = tolerance_for(dtype, rtol=rtol, atol=atol)
     t_opt = spec.torch(tm.parameters())
-    tx = spec.optax()
+    # torch.optim leaves a parameter with requires_grad=False as it is (no gradient, no weight decay).
+    frozen = {names[t] for t, p in tm.named_parameters() if not p.requires_grad}
+    labels = unflatten({n: "frozen" if n in frozen else "trained" for n in flatten(variables["params"])})
+    tx = optax.multi_transform({"trained": spec.optax(), "frozen": optax.set_to_zero()}, labels)
     params = variables["params"]
     others = {k: v for k, v in variables.items() if k != "params"}
     opt_state = tx.init(params)
@@ -136,7 +142,7 @@ def compare_training(
         return optax.apply_updates(params, updates), opt_state, loss
 
     entries = []
-    conditioned = adam_conditioning and spec.name != "sgd" and np.finfo(np.dtype(str(dtype)[6:])).bits < 64
+    conditioned = adam_conditioning and spec.name != "sgd" and torch.finfo(dtype).bits < 64
     ill: dict[str, np.ndarray] = {}  # per torch name: elements whose gradient was ever 0 < |g| < eps
     worst_ill = (0.0, "", 0)  # (difference, tensor, step)
     step_bound = 2 * spec.lr * max(1.0, (1 - spec.betas[0]) / np.sqrt(1 - spec.betas[1]))
@@ -151,18 +157,18 @@ def compare_training(
             t_loss.backward()
             if conditioned:
                 for t_name, p in tm.named_parameters():
-                    g = np.abs(p.grad.detach().numpy()) if p.grad is not None else np.zeros(tuple(p.shape))
+                    g = np.abs(as_numpy(p.grad)) if p.grad is not None else np.zeros(tuple(p.shape))
                     ill[t_name] = ill.get(t_name, False) | ((g > 0) & (g < ILL_CONDITIONED * spec.eps))
             t_opt.step()
             params, opt_state, j_loss = jax_step(params, opt_state, jnp.asarray(inputs), jnp.asarray(labels),
                                                  None if lengths is None else jnp.asarray(lengths))
-            entries.append(diff(f"step {k}", "loss", j_loss, t_loss.detach().numpy(), tol))
+            entries.append(diff(f"step {k}", "loss", j_loss, as_numpy(t_loss), tol))
             flat = flatten(params)
             for t_name, p in tm.named_parameters():
-                actual, expected = np.asarray(flat[names[t_name]]), p.detach().numpy()
+                actual, expected = np.asarray(flat[names[t_name]], np.float64), as_numpy(p)
                 mask = ill.get(t_name)
                 if mask is not None and mask.any():
-                    gap = np.abs(actual.astype(np.float64) - expected)[mask]
+                    gap = np.abs(actual - expected)[mask]
                     if gap.max() > worst_ill[0]:
                         worst_ill = (float(gap.max()), t_name, k)
                     if not gap.max() <= step_bound * k:

@@ -183,3 +183,28 @@ def test_bfloat16_models_agree_within_the_bfloat16_tolerance_and_a_real_differen
     assert 0 < max(e.max_abs for e in report.entries) <= 2e-2  # bf16 rounding really differs, within policy
     variables["params"]["fc"]["bias"] = variables["params"]["fc"]["bias"] + 0.1
     assert compare(tm, fm, variables, tokens).first_failure.name == "fc.bias"
+
+
+def test_frozen_parameters_are_not_compared_and_existing_gradients_are_left_alone():
+    tm = UserLSTM()
+    tm.emb.weight.requires_grad_(False)  # a frozen pretrained embedding: torch computes no gradient for it
+    tm(_tokens()).sum().backward()
+    before = {n: p.grad.clone() for n, p in tm.named_parameters() if p.grad is not None}
+    fm, variables = from_torch(tm, pooling="mean")
+    report = assert_parity(tm, fm, variables, _tokens())
+    graded = {e.name for e in report.entries if e.kind == "gradient"}
+    assert graded == {n for n, p in tm.named_parameters() if p.requires_grad}
+    assert "requires_grad=False: emb.weight" in report.notes[0]
+    after = {n: p.grad for n, p in tm.named_parameters() if p.grad is not None}
+    assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_report_json_is_strict_when_a_tensor_is_nan(tmp_path):
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    variables["params"]["fc"]["bias"] = variables["params"]["fc"]["bias"].at[0].set(jnp.nan)
+    report = compare(tm, fm, variables, _tokens(), gradients=False)
+    assert not report.passed and report.first_failure.problem == "NaN or Inf on one side only"
+    report.write(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert data["entries"][-1]["max_abs"] == "inf"

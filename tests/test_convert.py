@@ -1,5 +1,6 @@
 """Conversion: lossless round trips, every key and shape checked, unrecognisable models refused."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -112,3 +113,12 @@ def test_converted_values_are_identical_bits():
     _, variables = from_torch(tm)
     for k, v in tm.state_dict().items():
         np.testing.assert_array_equal(np.asarray(variables["params"][k]).view(np.int32), v.numpy().view(np.int32))
+
+
+def test_bfloat16_params_convert_to_torch_bit_for_bit():
+    tm = nn.GRU(3, 4).to(torch.bfloat16)
+    _, variables = from_torch(tm)
+    variables = jax.tree.map(lambda v: v.astype(jnp.bfloat16), variables)
+    state = to_torch(variables)
+    for k, v in tm.state_dict().items():
+        assert state[k].dtype == torch.bfloat16 and torch.equal(state[k], v), k

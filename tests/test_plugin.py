@@ -32,14 +32,20 @@ def test_different(parity_check):
 def test_different_within_a_loose_marker_tolerance(parity_check):
     report = parity_check(*_models(nudge=1e-3))
     assert report.tolerance.atol == 1e-2
+
+
+@pytest.mark.parity(1e-2)
+def test_positional_marker_tolerance(parity_check):
+    parity_check(*_models())
 '''
 
 
 def test_plugin_fixture_and_marker_work_in_a_users_test_file(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider", "--junitxml=out.xml")
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*ParityError: parity FAIL*first failure: weight fc.bias*"])
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*TypeError: @pytest.mark.parity takes keyword arguments only*",
+                                 "*ParityError: parity FAIL*first failure: weight fc.bias*"])
     assert 'name="parity" value="parity PASS' in (pytester.path / "out.xml").read_text()
 
 

@@ -91,3 +91,32 @@ def test_seed_size_float32_adam_checks_ill_conditioned_elements_by_adams_step_bo
     assert "had a gradient 0 < |g| < 1 * eps (Adam's ill-conditioned case)" in report.notes[1]
     wrong = compare_training(tm, fm, variables, batches[:2], CoupledAdamW("adamw", lr=1e-2, weight_decay=0.1))
     assert wrong.first_failure.kind == "step 1" and wrong.first_failure.name != "loss"
+
+
+def test_frozen_parameters_stay_put_on_both_sides():
+    tm = TorchSequenceClassifier(CONFIG)
+    tm.embedding.weight.requires_grad_(False)
+    fm, variables = from_torch(tm, pooling="max")
+    report = compare_training(tm, fm, variables, random_batches(CONFIG, 3, 3, 6),
+                              OptimizerSpec("adamw", lr=1e-2, weight_decay=0.1))
+    assert report.passed, report.summary()
+    frozen = [e for e in report.entries if e.name == "embedding.weight"]
+    assert len(frozen) == 3 and all(e.max_abs == 0 for e in frozen)
+
+
+def test_bfloat16_models_train_within_the_bfloat16_tolerance():
+    tm = TorchSequenceClassifier(CONFIG).to(torch.bfloat16)
+    fm, variables = from_torch(tm, pooling="max")
+    variables = jax.tree.map(lambda v: v.astype(jax.numpy.bfloat16), variables)
+    for optimizer in ("adam", "sgd"):
+        report = compare_training(tm, fm, variables, random_batches(CONFIG, 2, 3, 6), optimizer)
+        assert report.passed and report.dtype == "bfloat16", report.summary()
+
+
+def test_batches_may_be_any_iterable_but_not_empty():
+    tm = TorchSequenceClassifier(CONFIG)
+    fm, variables = from_torch(tm, pooling="max")
+    report = compare_training(tm, fm, variables, iter(random_batches(CONFIG, 2, 3, 6)), "sgd")
+    assert report.passed and "2 sgd steps" in report.notes[0]
+    with pytest.raises(ValueError, match="at least one batch"):
+        compare_training(tm, fm, variables, [], "sgd")
