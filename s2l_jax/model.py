@@ -9,11 +9,21 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from s2l_jax.layers import Embedding, Linear
 from s2l_jax.masks import check_lengths, lengths_in_range, sequence_mask
 from s2l_jax.pooling import POOLINGS, AttentionPool, last_pool, max_pool, mean_pool
 from s2l_jax.recurrent import CELLS, ScanOptions, make_encoder
+
+
+def plain_scalars(config) -> None:
+    """Replace NumPy scalars in a frozen dataclass's fields (`num_classes=labels.max() + 1`) by Python ones, so
+    the config is JSON-serialisable and hashes like the same config written with Python numbers."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, np.generic):
+            object.__setattr__(config, f.name, value.item())
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class ClassifierConfig:
     input_size: int | None = None
 
     def __post_init__(self):
+        plain_scalars(self)
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {CELLS}")
         if self.pooling not in POOLINGS:

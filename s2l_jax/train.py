@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from s2l_jax.data import Dataset, batches, eval_batch_size, length_order
-from s2l_jax.model import SequenceClassifier
+from s2l_jax.model import SequenceClassifier, plain_scalars
 from s2l_jax.sharding import data_parallel_grad, default_mesh, replicate, shard_batch
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -42,6 +42,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self):
+        plain_scalars(self)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.precision not in PRECISIONS:
@@ -81,8 +82,9 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     """(train_step, eval_step), jitted with params as arguments.
 
     train_step(params, opt_state, step, x, lengths, labels, weights) -> (params, opt_state, loss, finite), where
-    `finite` says loss and every gradient are finite (the caller keeps the old params otherwise); dropout's key
-    is `fold_in(key(seed), step)`, so it depends on the step alone and a resumed run draws the same masks.
+    `finite` says loss, every gradient and the new params are finite (the caller keeps the old params otherwise);
+    dropout's key is `fold_in(key(seed), step)`, so it depends on the step alone and a resumed run draws the same
+    masks.
     With a `mesh` of several devices the batch is split over it and the gradients are summed with one
     all-reduce (`sharding.data_parallel_grad`; dropout masks then also depend on the device).
     eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions): class ids, or a bool
@@ -120,9 +122,11 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     def train_step(params, opt_state, step, x, lengths, labels, weights):
         rng = jax.random.fold_in(jax.random.key(seed), step)
         loss, grads = grad_fn(params, rng, (x, lengths, labels, weights))
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, finite
+        new_params = optax.apply_updates(params, updates)
+        # A finite gradient can still overflow the update (a huge learning rate times weight decay).
+        finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
+        return new_params, opt_state, loss, finite
 
     @jax.jit
     def eval_step(params, x, lengths, labels, weights, layout=None):
@@ -130,6 +134,10 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
         return loss, (logits > 0) if multi_label else jnp.argmax(logits, -1)
 
     return train_step, eval_step
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) -> dict:

@@ -31,7 +31,8 @@ from s2l_jax.weights import atomic_write, load_weights, save_weights
 
 
 class TrainingDiverged(ValueError):
-    """The loss or a gradient became NaN/Inf; the message names the step and the batch's rows."""
+    """The loss, a gradient, the updated params or the validation loss became NaN/Inf; the message names the step
+    and the batch's rows."""
 
 
 @dataclass
@@ -58,6 +59,9 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
                              "--out (nothing was overwritten)")
         return None
     if ckpt is None:
+        if (out / "model.safetensors").exists():
+            raise ValueError(f"{out} holds a model but no checkpoint to resume from; choose another --out "
+                             "(nothing was overwritten)")
         log(f"no checkpoint in {out}; starting from scratch")
         return None
     state = json.loads((ckpt / "state.json").read_text())
@@ -68,6 +72,32 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
     return ckpt
 
 
+def check_data(model_cfg: ClassifierConfig, data: Dataset, what: str) -> None:
+    """Refuse data the model cannot read: wrong input kind or width, token ids outside the vocabulary, labels
+    outside the classes (under jit these would train on NaN or clamped values instead of failing)."""
+    x, n_classes = data.inputs, model_cfg.num_classes
+    if model_cfg.vocab_size is None:
+        if x.ndim != 3 or x.shape[-1] != model_cfg.input_size:
+            raise ValueError(f"{what}: inputs of shape {x.shape}, but the model reads feature vectors "
+                             f"(rows, time, {model_cfg.input_size})")
+    else:
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(f"{what}: inputs of shape {x.shape} and dtype {x.dtype}, but the model reads token "
+                             "ids (rows, time) of an integer dtype")
+        bad = np.argwhere((x < 0) | (x >= model_cfg.vocab_size))
+        if len(bad):
+            r, t = bad[0]
+            raise ValueError(f"{what}: token id {x[r, t]} at row {r}, step {t} is outside the vocabulary "
+                             f"[0, {model_cfg.vocab_size}) ({len(bad)} such ids)")
+    y = data.labels
+    if data.multi_label and y.shape[1] != n_classes:
+        raise ValueError(f"{what}: {y.shape[1]} label columns, but the model has num_classes={n_classes}")
+    if not data.multi_label and (y.min() < 0 or y.max() >= n_classes):
+        bad = y[(y < 0) | (y >= n_classes)]
+        raise ValueError(f"{what}: class ids {sorted(set(bad.tolist()))[:8]} are outside [0, {n_classes}) "
+                         f"(num_classes={n_classes})")
+
+
 def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Dataset, out: str | Path | None = None,
         resume: bool = False, meta: dict | None = None, log=print, progress: bool = False,
         mesh: jax.sharding.Mesh | None = None, options: ScanOptions | None = None) -> FitResult:
@@ -75,6 +105,10 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     there; `resume` continues from its latest checkpoint. `meta` (labels, vocabulary, ...) is saved with the run.
     `mesh`: the data-parallel mesh (default: all devices when there are several). `options`: how the recurrence
     runs (e.g. `ScanOptions(remat=True)` for long sequences); the same function, so not part of the run."""
+    for data, what in ((train, "training data"), (valid, "validation data")):
+        check_data(model_cfg, data, what)
+    if valid.multi_label != train.multi_label:
+        raise ValueError("training and validation data must both be multi-label or both single-label")
     out = Path(out) if out is not None else None
     ckpt = _start(out, resume, model_cfg, cfg, log)
     mesh = default_mesh(mesh, cfg.batch_size)
@@ -122,9 +156,10 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
             last = latest_checkpoint(out / "checkpoints") if out else None
             rows = plan[b][:count].tolist()
             raise TrainingDiverged(
-                f"loss {loss} or a gradient is not finite at step {step + 1} (epoch {epoch}, batch {b + 1}/"
-                f"{len(plan)}, dataset rows {rows[:8]}{' ...' if len(rows) > 8 else ''}); stopped, params "
-                f"before this step kept; last good checkpoint: {last or 'none'}. Check those rows or lower --lr")
+                f"loss {loss}, a gradient or the updated params are not finite at step {step + 1} (epoch {epoch}, "
+                f"batch {b + 1}/{len(plan)}, dataset rows {rows[:8]}{' ...' if len(rows) > 8 else ''}); stopped, "
+                f"params before this step kept; last good checkpoint: {last or 'none'}. Check those rows or lower "
+                "the learning rate")
         params, opt_state, step = new_params, new_opt_state, step + 1
         run["batch"], run["loss_sum"], run["loss_count"] = b + 1, run["loss_sum"] + loss, run["loss_count"] + 1
         bar.update(epoch, b + 1, loss)
@@ -161,6 +196,10 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
                   "valid_loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                   "seconds": time.perf_counter() - t0}
         run["history"].append(record)
+        if not np.isfinite(metrics["loss"]):
+            bar.end()
+            raise TrainingDiverged(f"validation loss {metrics['loss']} after epoch {epoch} (step {step}); stopped, "
+                                   "the best model so far kept")
         improved = run["best_loss"] is None or metrics["loss"] < run["best_loss"]
         if improved:
             run["best_loss"], run["best_epoch"], run["bad_epochs"] = metrics["loss"], epoch, 0
@@ -172,7 +211,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         log(f"epoch {epoch}: train loss {record['train_loss']:.4f}  valid loss {record['valid_loss']:.4f}  "
             f"acc {record['accuracy']:.4f}  macro-F1 {record['macro_f1']:.4f}  ({record['seconds']:.1f}s)"
             + ("  *" if improved else ""))
-        stop = bool(cfg.patience) and run["bad_epochs"] >= cfg.patience
+        stop = bool(cfg.patience) and run["bad_epochs"] >= cfg.patience and epoch < cfg.epochs
         if stop:
             log(f"early stop: no better validation loss for {cfg.patience} epochs (best: epoch {run['best_epoch']})")
         run.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, finished=stop)

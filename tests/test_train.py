@@ -179,3 +179,63 @@ def test_evaluation_with_the_laid_out_lstm_weights_gives_the_same_loss_and_predi
     loss_laid_out, pred_laid_out = predict(eval_step, params, data, 8, layout=layout)
     assert loss_laid_out == loss
     np.testing.assert_array_equal(pred_laid_out, pred)
+
+
+def test_an_update_that_overflows_the_params_stops_before_they_are_taken(tmp_path):
+    # The loss and gradients stay finite; AdamW's decay term, lr * wd * p, overflows float32.
+    from s2l_jax.checkpoint import latest_checkpoint
+
+    data = tiny_text()
+    tc = TrainConfig(epochs=2, batch_size=8, learning_rate=1e38, weight_decay=100.0, warmup_steps=0,
+                     schedule="constant", checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match="the updated params are not finite at step 1 "):
+        fit(tiny_cfg(), tc, data, data, out=tmp_path, **QUIET)
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: dataclasses.replace(d, labels=d.labels + 1), r"class ids \[2\] are outside \[0, 2\)"),
+    (lambda d: dataclasses.replace(d, inputs=np.where(d.inputs == 11, 12, d.inputs)),
+     r"token id 12 at row 1, step 0 is outside the vocabulary \[0, 12\) \(8 such ids\)"),
+    (lambda d: dataclasses.replace(d, inputs=d.inputs[..., None].astype(np.float32)),
+     r"inputs of shape \(16, 6, 1\)"),
+    (lambda d: dataclasses.replace(d, labels=np.eye(4, dtype=np.float32)[d.labels]),
+     r"4 label columns, but the model has num_classes=2"),
+], ids=["class-ids", "token-ids", "input-kind", "label-columns"])
+def test_data_the_model_cannot_read_is_refused_before_training(tmp_path, change, message):
+    data = tiny_text()
+    with pytest.raises(ValueError, match=f"training data: {message}"):
+        fit(tiny_cfg(), FAST, change(data), data, out=tmp_path, **QUIET)
+    with pytest.raises(ValueError, match=f"validation data: {message}"):
+        fit(tiny_cfg(), FAST, data, change(data), out=tmp_path, **QUIET)
+    assert not any(tmp_path.iterdir())
+
+
+def test_numpy_integers_in_the_configs_are_saved_as_plain_numbers(tmp_path):
+    data = tiny_text()
+    cfg = tiny_cfg().replace(num_classes=data.labels.max() + 1, hidden_size=np.int64(8))
+    assert cfg == tiny_cfg().replace(hidden_size=8) and type(cfg.num_classes) is int
+    result = fit(cfg, dataclasses.replace(FAST, epochs=np.int32(1)), data, data, out=tmp_path, **QUIET)
+    assert len(result.history) == 1 and json.loads((tmp_path / "meta.json").read_text())["train_config"]["epochs"] == 1
+
+
+def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop():
+    data = tiny_text()
+    flipped = Dataset(data.inputs, data.lengths, 1 - data.labels, data.label_names)
+    logged = []
+    cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-2, warmup_steps=2, patience=2)
+    result = fit(tiny_cfg(), cfg, data, flipped, log=logged.append)
+    assert result.best_epoch == 1 and len(result.history) == 3
+    assert not result.stopped_early and not any("early stop" in s for s in logged)
+
+
+def test_resuming_a_run_whose_checkpoints_are_gone_refuses_to_overwrite_its_model(tmp_path):
+    import shutil
+
+    data = tiny_text()
+    fit(tiny_cfg(), dataclasses.replace(FAST, epochs=1), data, data, out=tmp_path, **QUIET)
+    shutil.rmtree(tmp_path / "checkpoints")
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="holds a model but no checkpoint to resume from"):
+        fit(tiny_cfg(), dataclasses.replace(FAST, epochs=1), data, data, out=tmp_path, resume=True, **QUIET)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
