@@ -11,12 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from parity.infer import attention_linear
 from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
 from s2l_jax.params import WEIGHT_DTYPES, check_shapes, check_weights, expected_shapes, flatten, to_jax, unflatten
 from s2l_jax.pooling import POOLINGS
 from s2l_jax.recurrent import GRU, LSTM, RNN
 
 RECURRENT_TYPES = (nn.LSTM, nn.GRU, nn.RNN)
+# Parameter-free torch.nn modules a classifier may hold: containers, the attention's tanh and softmax.
+PASSIVE_TYPES = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Tanh, nn.Softmax)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
 
     Accepted: an optional nn.Embedding, exactly one nn.LSTM/GRU/RNN, and either one nn.Linear (the classifier)
     or three (attention `Linear(D, D)` + `Linear(D, 1, bias=False)`, then the classifier). nn.Dropout is read for
-    its rate; any other module holding parameters is refused. With `require_pooling=False` (only the paths are
+    its rate; any other module holding parameters, and torch.nn layers that would change the computation
+    (LayerNorm, ReLU, ...), are refused. With `require_pooling=False` (only the paths are
     wanted) a missing `pooling` is guessed from the classifier's width.
     """
     if pooling is not None and pooling not in POOLINGS:
@@ -66,6 +70,9 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
         elif list(sub.parameters(recurse=False)):
             raise ValueError(f"unrecognised module: {path or 'the model'} ({type(sub).__name__}) holds parameters; "
                              "expected only Embedding, LSTM/GRU/RNN, Linear")
+        elif type(sub).__module__.startswith("torch.nn.") and not isinstance(sub, PASSIVE_TYPES):
+            raise ValueError(f"unrecognised module: {path} ({type(sub).__name__}) would change the computation; "
+                             "s2l_jax classifiers are Embedding -> LSTM/GRU/RNN -> pooling -> Dropout -> Linear")
     rnns, linears, embs = parts[nn.RNNBase], parts[nn.Linear], parts[nn.Embedding]
     if len(rnns) != 1 or not isinstance(rnns[0][1], RECURRENT_TYPES):
         raise ValueError(f"unrecognised module {type(module).__name__}: expected exactly one nn.LSTM/GRU/RNN, "
@@ -79,13 +86,14 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
     d = (rnn.proj_size or rnn.hidden_size) * (2 if rnn.bidirectional else 1)
     paths = {"encoder": rnn_path}
     if len(linears) == 3:
-        v = [(p, m) for p, m in linears if m.out_features == 1 and m.bias is None and m.in_features == d]
-        attn = [(p, m) for p, m in linears if m.in_features == d == m.out_features and m.bias is not None]
-        fc = [(p, m) for p, m in linears if (p, m) not in v + attn]
-        if len(v) != 1 or len(attn) != 1 or len(fc) != 1:
+        v = [p for p, m in linears if m.out_features == 1 and m.bias is None and m.in_features == d]
+        attn = [p for p, m in linears if m.in_features == d == m.out_features and m.bias is not None]
+        if len(v) != 1 or not attn:
             raise ValueError(f"unrecognised module {type(module).__name__}: three nn.Linear layers but not an "
                              f"attention pair Linear({d}, {d}) + Linear({d}, 1, bias=False) and a classifier")
-        paths.update({"attention.attn": attn[0][0], "attention.v": v[0][0]})
+        a = attention_linear(v[0], attn, d)
+        fc = [(p, m) for p, m in linears if p not in (a, v[0])]
+        paths.update({"attention.attn": a, "attention.v": v[0]})
         if pooling not in (None, "attention"):
             raise ValueError(f"the module has an attention block; pooling {pooling!r} contradicts it")
         pooling = "attention"
@@ -109,6 +117,10 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
     emb = embs[0][1] if embs else None
     if emb is not None:
         paths["embedding"] = embs[0][0]
+        if emb.max_norm is not None or emb.scale_grad_by_freq:
+            raise ValueError(f"the embedding {embs[0][0]!r} has max_norm={emb.max_norm}, scale_grad_by_freq="
+                             f"{emb.scale_grad_by_freq}: renormalised rows and frequency-scaled gradients are not "
+                             "supported (the JAX embedding is a plain lookup)")
     drops = parts[nn.Dropout]
     config = ClassifierConfig(
         vocab_size=emb.num_embeddings if emb is not None else None,

@@ -99,6 +99,21 @@ def _modules(shapes: Mapping[str, tuple], skip: str) -> dict[str, dict[str, tupl
     return modules
 
 
+def attention_linear(v: str, candidates: list[str], d: int) -> str:
+    """Of the `Linear(d, d)` layers with a bias (module paths), the attention one: the only candidate, or the
+    one beside the scoring `Linear(d, 1, bias=False)` at `v` when the classifier is `Linear(d, d)` too (as many
+    classes as attention features), where shapes cannot tell them apart."""
+    if len(candidates) == 1:
+        return candidates[0]
+    parent = v.rpartition(".")[0]
+    beside = [p for p in candidates if p.rpartition(".")[0] == parent]
+    if len(beside) == 1:
+        return beside[0]
+    raise ValueError(f"cannot tell the attention Linear({d}, {d}) from the classifier among {candidates}: the "
+                     f"classifier has {d} classes, as many as the attention's features, and both sit beside the "
+                     f"scoring layer {v!r}; put the attention pair in its own submodule")
+
+
 def infer_architecture(
     state_dict: Mapping,
     pooling: str | None = None,
@@ -135,8 +150,9 @@ def infer_architecture(
     v = [p for p, w in bare.items() if w == (1, d)]
     attn = [p for p, w in linears.items() if w == (d, d)]
     if len(v) == 1 and attn and len(linears) == 2:
-        paths.update({"attention.attn": attn[0], "attention.v": v[0]})
-        del bare[v[0]], linears[attn[0]]
+        a = attention_linear(v[0], attn, d)
+        paths.update({"attention.attn": a, "attention.v": v[0]})
+        del bare[v[0]], linears[a]
         if pooling not in (None, "attention"):
             raise ValueError(f"the weights hold an attention block; pooling {pooling!r} contradicts it")
         pooling = "attention"

@@ -76,16 +76,27 @@ class TwoEncoders(nn.Module):
 
 
 class WithNorm(nn.Module):
-    def __init__(self):
+    def __init__(self, affine: bool = True):
         super().__init__()
         self.rnn = nn.GRU(3, 4, batch_first=True)
-        self.norm = nn.LayerNorm(4)
+        self.norm = nn.LayerNorm(4, elementwise_affine=affine)
+        self.fc = nn.Linear(4, 2)
+
+
+class WithEmbedding(nn.Module):
+    def __init__(self, **options):
+        super().__init__()
+        self.emb = nn.Embedding(5, 3, **options)
+        self.rnn = nn.GRU(3, 4, batch_first=True)
         self.fc = nn.Linear(4, 2)
 
 
 @pytest.mark.parametrize("module,message", [
     (TwoEncoders(), "exactly one nn.LSTM/GRU/RNN"),
     (WithNorm(), r"norm \(LayerNorm\) holds parameters"),
+    (WithNorm(affine=False), r"norm \(LayerNorm\) would change the computation"),
+    (WithEmbedding(max_norm=1.0), r"'emb' has max_norm=1.0, scale_grad_by_freq=False: .* not supported"),
+    (WithEmbedding(scale_grad_by_freq=True), r"'emb' has max_norm=None, scale_grad_by_freq=True"),
     (nn.Linear(3, 2), "exactly one nn.LSTM/GRU/RNN"),
     (nn.Sequential(nn.Embedding(5, 3), nn.LSTM(3, 4, batch_first=True)), r"found 0"),
 ])

@@ -156,3 +156,40 @@ def test_nested_training_checkpoints_are_unwrapped(tmp_path):
     torch.save({"epoch": 3, "state_dict": tm.state_dict()}, tmp_path / "ckpt.pt")
     model, variables, arch = load_classifier_file(tmp_path / "ckpt.pt", pooling="max")
     assert arch.paths["fc"] == "head" and model.config.vocab_size == 13
+
+
+class ClassifierFirst(nn.Module):
+    """An attention classifier with as many classes as attention features, its classifier registered first."""
+
+    def __init__(self, flat: bool = False):
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.lstm = nn.LSTM(4, 3, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(6, 6)
+        if flat:
+            self.attn, self.v = nn.Linear(6, 6), nn.Linear(6, 1, bias=False)
+        else:
+            self.attention = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 1, bias=False))
+
+    def forward(self, x):
+        out, _ = self.lstm(self.embedding(x))  # (B, T, 6)
+        attention = self.attention if hasattr(self, "attention") else nn.Sequential(self.attn, nn.Tanh(), self.v)
+        weights = torch.softmax(attention(out), dim=1)
+        return self.fc((weights * out).sum(dim=1))
+
+
+def test_attention_linear_and_a_classifier_of_the_same_shape_are_told_apart_by_their_place(tmp_path):
+    tm = ClassifierFirst()
+    torch.save(tm.state_dict(), tmp_path / "m.pt")
+    tokens = torch.randint(0, 10, (2, 5))
+    with torch.no_grad():
+        expected = tm(tokens).numpy()
+    from_file = load_classifier_file(tmp_path / "m.pt")
+    for fm, variables in (from_file[:2], from_torch(tm)):
+        assert fm.config.num_classes == 6
+        np.testing.assert_allclose(fm.apply(variables, tokens.numpy()), expected, atol=1e-6)
+    flat = ClassifierFirst(flat=True)
+    torch.save(flat.state_dict(), tmp_path / "flat.pt")
+    for load in (lambda: load_classifier_file(tmp_path / "flat.pt"), lambda: from_torch(flat)):
+        with pytest.raises(ValueError, match=r"cannot tell the attention Linear\(6, 6\) from the classifier"):
+            load()
