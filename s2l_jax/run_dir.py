@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from s2l_jax.data import Dataset
-from s2l_jax.text import encode_texts, read_table
+from s2l_jax.text import data_format, encode_texts, read_table
 from s2l_jax.train import make_steps
 from s2l_jax.ts_format import read_ts, series_dataset
 from s2l_jax.weights import load_classifier
@@ -38,7 +38,7 @@ def _check_kind(path, meta: dict) -> None:
     kind = meta.get("kind", "text")
     if kind == "digits":
         raise ValueError("this run was trained on the built-in digits dataset; it has no file format to read")
-    if (Path(path).suffix == ".ts") != (kind == "series"):
+    if (data_format(path) == "ts") != (kind == "series"):
         want = "a .ts file" if kind == "series" else "a text file (CSV/TSV/JSONL)"
         raise ValueError(f"this run was trained on {kind} data; {path} is not {want}")
 

@@ -13,7 +13,7 @@ from s2l_jax.model import PRESETS
 from s2l_jax.recurrent import CELLS, ScanOptions
 from s2l_jax.run_dir import read_labelled, read_meta_of_checkpoint
 from s2l_jax.sharding import CPU_DEVICES_HELP
-from s2l_jax.text import build_vocab, read_table
+from s2l_jax.text import build_vocab, data_format, read_table
 from s2l_jax.train import PRECISIONS, SCHEDULES, TrainConfig
 from s2l_jax.trainer import fit
 from s2l_jax.ts_format import read_ts
@@ -71,7 +71,7 @@ def load_data(args: argparse.Namespace, stored_meta: dict | None):
         return train, valid, {"kind": "digits", "labels": list(train.label_names), "vocab": None}, {
             "vocab_size": None, "input_size": 8, "hidden_size": 64}
     sep = args.label_sep if args.multi_label else None
-    if Path(args.data).suffix == ".ts":
+    if data_format(args.data) == "ts":
         if args.multi_label:
             raise ValueError(".ts files hold one class per series; --multi-label applies to text files")
         series, labels, declared = read_ts(args.data)

@@ -22,7 +22,7 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str] | None, tuple
     header: dict[str, list[str]] = {}
     series, labels = [], []
     in_data = False
-    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).split("\n"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -30,6 +30,9 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str] | None, tuple
             if not line.startswith("@"):
                 raise ValueError(f"{path}:{number}: expected an @ header line or @data, got {line[:40]!r}")
             key, *values = line.split()
+            flag = values[0].lower() if values else None
+            if key.lower() in ("@classlabel", "@timestamps") and flag not in ("true", "false"):
+                raise ValueError(f"{path}:{number}: {key} must be followed by true or false")
             header[key.lower()] = values
             in_data = key.lower() == "@data"
             continue
@@ -39,6 +42,10 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str] | None, tuple
         fields = line.split(":")
         if has_label:
             *fields, label = fields
+            declared = header["@classlabel"][1:]
+            if declared and label.strip() not in declared:
+                raise ValueError(f"{path}:{number}: class label {label.strip()!r} is not among the classes declared "
+                                 f"by @classLabel ({' '.join(declared)})")
             labels.append(label.strip())
         dims = []
         for d, field in enumerate(fields):
