@@ -69,12 +69,18 @@ def load_default() -> Dataset:
     return Dataset(x, np.full(len(x), 8, np.int32), target.astype(np.int32), tuple(str(i) for i in range(10)))
 
 
+def split_indices(n: int, valid_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) of `split`, e.g. to build a vocabulary from the training rows alone."""
+    if n < 2:
+        raise ValueError(f"cannot hold out validation data from {n} example(s); give --valid")
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = min(n - 1, max(1, int(n * valid_fraction)))
+    return order[n_valid:], order[:n_valid]
+
+
 def split(data: Dataset, valid_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
-    if len(data) < 2:
-        raise ValueError(f"cannot hold out validation data from {len(data)} example(s); give --valid")
-    order = np.random.default_rng(seed).permutation(len(data))
-    n_valid = min(len(data) - 1, max(1, int(len(data) * valid_fraction)))
-    return data.take(order[n_valid:]), data.take(order[:n_valid])
+    train, valid = split_indices(len(data), valid_fraction, seed)
+    return data.take(train), data.take(valid)
 
 
 def epoch_plan(data: Dataset, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

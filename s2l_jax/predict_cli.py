@@ -22,11 +22,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="rows per batch (default: up to 256, fewer for long sequences)")
 
 
+def stdin_lines() -> list[str]:
+    """One text per line of stdin, blank lines included (one output line per input line), read as UTF-8."""
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"stdin:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    lines = text.removeprefix("\ufeff").split("\n")
+    return [line.removesuffix("\r") for line in (lines[:-1] if lines[-1] == "" else lines)]
+
+
 def run(args: argparse.Namespace) -> int:
     model, params, meta = load_run(args.run_dir)
     if args.text_col:
         meta["text_col"] = args.text_col
-    texts = None if args.data else [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = None if args.data else stdin_lines()
     data = read_unlabelled(args.data, texts, meta, warn=lambda m: print(f"s2l predict: warning: {m}",
                                                                         file=sys.stderr))
     _, pred = predict(eval_step_for(model, meta), params, data, args.batch_size,

@@ -64,9 +64,12 @@ def _warn(message: str) -> None:
 
 def load_data(args: argparse.Namespace, stored_meta: dict | None):
     """(train, valid, meta, input description for the model config)."""
-    from s2l_jax.data import label_names_of, load_default, split
+    from s2l_jax.data import label_names_of, load_default, split, split_indices
 
     if args.data is None:
+        if args.valid or args.multi_label:
+            raise ValueError(f"{'--valid' if args.valid else '--multi-label'} applies to --data; the default "
+                             "digits dataset holds out its own 20%")
         train, valid = split(load_default(), seed=args.seed)
         return train, valid, {"kind": "digits", "labels": list(train.label_names), "vocab": None}, {
             "vocab_size": None, "input_size": 8, "hidden_size": 64}
@@ -81,9 +84,15 @@ def load_data(args: argparse.Namespace, stored_meta: dict | None):
                                "input_size": int(series[0].shape[1])}
     else:
         texts, labels = read_table(args.data, args.text_col, args.label_col)
+        # The vocabulary comes from the training rows only: held-out words must meet the model as <unk>.
+        seen = texts if args.valid else [texts[i] for i in split_indices(len(texts), seed=args.seed)[0]]
         meta = stored_meta or {"kind": "text", "labels": list(label_names_of(labels, sep)),
-                               "vocab": build_vocab(texts, args.min_freq, args.max_vocab)}
-    meta |= {"label_sep": sep, "max_len": args.max_len, "text_col": args.text_col, "label_col": args.label_col}
+                               "vocab": build_vocab(seen, args.min_freq, args.max_vocab)}
+    settings = {"label_sep": sep, "max_len": args.max_len, "text_col": args.text_col, "label_col": args.label_col}
+    changed = [f"{k}={meta[k]!r} (flags say {v!r})" for k, v in settings.items() if k in meta and meta[k] != v]
+    if stored_meta and changed:
+        raise ValueError("the run being resumed read its data with other settings: " + "; ".join(changed))
+    meta |= settings
     data = read_labelled(args.data, meta, on_long=args.on_long, warn=_warn)
     train, valid = (data, read_labelled(args.valid, meta, on_long=args.on_long, warn=_warn)) if args.valid \
         else split(data, seed=args.seed)

@@ -8,6 +8,11 @@ import pytest
 from s2l_jax.cli import main
 
 
+def stdin(data: bytes) -> io.TextIOWrapper:
+    """A stand-in for sys.stdin: `s2l predict` reads its bytes."""
+    return io.TextIOWrapper(io.BytesIO(data))
+
+
 def test_train_on_text_csv_saves_model_and_meta(tmp_path):
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
@@ -51,11 +56,14 @@ def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
     assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "o")]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("sys.stdin", io.StringIO("good fine\nbad awful\nzzz\n"))
+    monkeypatch.setattr("sys.stdin", stdin(b"good fine\nbad awful\n\n  \r\nzzz"))
     assert main(["predict", str(tmp_path / "o")]) == 0
-    lines = capsys.readouterr().out.split()
-    assert len(lines) == 3 and set(lines) <= {"pos", "neg"}
-    monkeypatch.setattr("sys.stdin", io.StringIO("good fine\n"))
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 6 and lines[-1] == "" and set(lines[:5]) <= {"pos", "neg"}  # blank lines get a label too
+    monkeypatch.setattr("sys.stdin", stdin(b"good caf\xe9\n"))
+    assert main(["predict", str(tmp_path / "o")]) == 2
+    assert "stdin:1: not UTF-8 text (byte 0xe9 at offset 8)" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", stdin(b"good fine\n"))
     assert main(["predict", str(tmp_path / "o"), "--batch-size", "0"]) == 2
     assert "batch size must be >= 1, got 0" in capsys.readouterr().err
 
@@ -117,7 +125,7 @@ def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch)
     assert main(["train", "--data", str(f), "--valid", str(f), "--multi-label", "--epochs", "30", "--batch-size", "6",
                  "--lr", "2e-2", "--warmup", "2", "--hidden-size", "8", "--out", str(out)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("sys.stdin", io.StringIO("hasx hasy\nhasx noy\nnox hasy\n"))
+    monkeypatch.setattr("sys.stdin", stdin(b"hasx hasy\nhasx noy\nnox hasy\n"))
     assert main(["predict", str(out)]) == 0
     assert capsys.readouterr().out.splitlines() == ["x|y", "x", "y"]
 
@@ -203,3 +211,31 @@ def test_bad_run_directory_is_refused(tmp_path, capsys, command):
     f.write_text("text,label\nhi,pos\n")
     assert main([command, str(tmp_path / "nothing"), "--data", str(f)]) == 2
     assert "is not a trained run (needs meta.json and model.safetensors)" in capsys.readouterr().err
+
+
+def test_vocabulary_is_built_from_the_training_rows_only(tmp_path):
+    from s2l_jax.data import split_indices
+
+    f = tmp_path / "d.csv"
+    rows = [f"word{i} common,{'pos' if i % 2 else 'neg'}" for i in range(20)]
+    f.write_text("text,label\n" + "\n".join(rows) + "\n")
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "o")]) == 0
+    vocab = set(json.loads((tmp_path / "o" / "meta.json").read_text())["vocab"])
+    train, valid = split_indices(20, seed=0)
+    assert {f"word{i}" for i in train} <= vocab and not {f"word{i}" for i in valid} & vocab
+
+
+def test_resume_with_other_data_settings_or_data_flags_without_data_is_refused(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    args = ["train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--checkpoint-every", "2",
+            "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--multi-label", "--max-len", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "read its data with other settings: label_sep=None (flags say '|'); max_len=256 (flags say 9)" in err
+    for flag in (["--valid", str(f)], ["--multi-label"]):
+        assert main(["train", *flag, "--out", str(tmp_path / "d")]) == 2
+        assert f"{flag[0]} applies to --data" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
