@@ -17,6 +17,7 @@ from parity.convert import RECURRENT_TYPES, discover, rename_prefixes
 from parity.report import ParityReport, diff
 from parity.tolerance import parity_precision, tolerance_for
 from parity.torch_models import run_recurrent
+from s2l_jax.masks import check_lengths
 from s2l_jax.params import check_shapes, flatten, unflatten
 
 
@@ -64,6 +65,26 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
+def _recurrent_inputs(module: nn.RNNBase, inputs: tuple) -> tuple[list, list[str]]:
+    """`(x)` or `(x, initial_state)` as flat arrays and their names: x, h_0 and, for an LSTM, c_0."""
+    if len(inputs) not in (1, 2):
+        raise ValueError(f"a recurrent layer takes (x) or (x, initial_state), got {len(inputs)} inputs")
+    if len(inputs) == 1 or inputs[1] is None:
+        return [inputs[0]], ["input[0]"]
+    if isinstance(module, nn.LSTM):
+        if not (isinstance(inputs[1], (tuple, list)) and len(inputs[1]) == 2):
+            raise ValueError("an LSTM's initial state is a pair (h_0, c_0)")
+        return [inputs[0], *inputs[1]], ["input[0]", "h_0", "c_0"]
+    return [inputs[0], inputs[1]], ["input[0]", "h_0"]
+
+
+def _state(module: nn.RNNBase, parts: list):
+    """The initial state from `_recurrent_inputs`' flat parts: None, h_0, or (h_0, c_0) for an LSTM."""
+    if not parts:
+        return None
+    return tuple(parts) if isinstance(module, nn.LSTM) else parts[0]
+
+
 def _dtype_of(torch_module: nn.Module) -> torch.dtype:
     return next((p.dtype for p in torch_module.parameters() if p.is_floating_point()), torch.float32)
 
@@ -81,6 +102,7 @@ def compare(
 ) -> ParityReport:
     """Weights, outputs and gradients of `torch_module(*inputs)` vs `flax_module.apply(variables, *inputs)`.
 
+    A recurrent layer takes `(x)` or `(x, initial_state)`: `h_0`, or `(h_0, c_0)` for an LSTM, as torch does.
     Both run deterministically (torch in eval mode, restored afterwards); with `lengths` torch recurrent layers
     are packed and classifiers get `lengths=`. Gradients are of `sum(output_i * c_i)` with fixed random `c_i`
     (seeded by `seed`), so every output element contributes. float32 matmuls run in float32 on every backend.
@@ -91,8 +113,14 @@ def compare(
     names = param_names(torch_module, params)
     flat = flatten(params)
     recurrent = isinstance(torch_module, RECURRENT_TYPES)
+    input_names = [f"input[{i}]" for i in range(len(inputs))]
+    if recurrent:
+        inputs, input_names = _recurrent_inputs(torch_module, inputs)
     arrays = [np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in inputs]
     floating = [i for i, a in enumerate(arrays) if np.issubdtype(a.dtype, np.floating)]
+    if lengths is not None:  # before torch, whose packing fails on a bad length with an obscure message
+        time_major = recurrent and not torch_module.batch_first
+        check_lengths(np.asarray(lengths), arrays[0].shape[int(time_major)], arrays[0].shape[1 - int(time_major)])
     entries = [diff("weight", t, flat[f], as_numpy(v), tol)
                for t, v in torch_module.state_dict().items() for f in (names[t],)]
 
@@ -104,7 +132,7 @@ def compare(
             t_inputs = [torch.from_numpy(a.copy()).requires_grad_(i in floating and gradients)
                         for i, a in enumerate(arrays)]
             if recurrent:
-                t_out = run_recurrent(torch_module, t_inputs[0], lengths, *t_inputs[1:2])
+                t_out = run_recurrent(torch_module, t_inputs[0], lengths, _state(torch_module, t_inputs[1:]))
             elif lengths is not None:
                 t_out = torch_module(*t_inputs, lengths=torch.as_tensor(np.asarray(lengths)))
             else:
@@ -120,6 +148,9 @@ def compare(
                 xs = list(xs)
                 for i, x in zip(floating, float_inputs, strict=True):
                     xs[i] = x
+                if recurrent:
+                    kwargs = {**kwargs, "initial_state": _state(torch_module, xs[1:])}
+                    xs = xs[:1]
                 out = flax_module.apply({"params": p, **others}, *xs, **kwargs)
                 values = [v for _, v in _leaves(out, recurrent)]
                 return sum(jnp.sum(v * c.astype(v.dtype)) for v, c in zip(values, cots, strict=True)), values
@@ -149,7 +180,7 @@ def compare(
     if gradients:
         g_flat = flatten(g_params)
         j_grads = [(t, g_flat[names[t]]) for t, _ in trained] + [
-            (f"input[{i}]", g_inputs[k]) for k, i in enumerate(floating)]
+            (input_names[i], g_inputs[k]) for k, i in enumerate(floating)]
         for (name, j_grad), t_grad in zip(j_grads, t_grads, strict=True):
             entries.append(diff("gradient", name, j_grad, t_grad, tol))
         frozen = [t for t, p in torch_module.named_parameters() if not p.requires_grad]

@@ -63,10 +63,10 @@ class Embedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids: jax.Array) -> jax.Array:
+        values = concrete(ids)  # before jnp.asarray, which wraps int64 ids past int32 without x64
         ids = jnp.asarray(ids)
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        values = concrete(ids)
         if values is not None and values.size:
             bad = np.argwhere((values < 0) | (values >= self.num_embeddings))
             if bad.size:

@@ -32,12 +32,12 @@ def check_lengths(lengths, batch: int, total_length: int) -> jax.Array:
     Values are checked when they are concrete; under jit only shape and dtype can be (`SequenceClassifier` then
     turns the logits of a sequence with an out-of-range length into NaN, see `lengths_in_range`).
     """
+    values = concrete(lengths)  # before jnp.asarray, which wraps int64 values past int32 without x64
     lengths = jnp.asarray(lengths)
     if lengths.ndim != 1 or lengths.shape[0] != batch:
         raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
-    values = concrete(lengths)
     if values is not None and values.size:
         bad = np.flatnonzero((values < 1) | (values > total_length))
         if bad.size:

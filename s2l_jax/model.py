@@ -112,21 +112,21 @@ class SequenceClassifier(nn.Module):
     @nn.compact
     def __call__(self, inputs: jax.Array, lengths=None, deterministic: bool = True) -> jax.Array:
         cfg = self.config
-        inputs = jnp.asarray(inputs)
+        shape = np.shape(inputs)  # token ids stay as given: the embedding checks them before any int32 cast
         expected_rank = 2 if cfg.vocab_size is not None else 3
-        if inputs.ndim != expected_rank:
+        if len(shape) != expected_rank:
             what = "token ids (batch, time)" if expected_rank == 2 else "features (batch, time, input_size)"
-            raise ValueError(f"SequenceClassifier expects {what}, got shape {tuple(inputs.shape)}")
-        if inputs.shape[0] < 1:
+            raise ValueError(f"SequenceClassifier expects {what}, got shape {shape}")
+        if shape[0] < 1:
             raise ValueError("empty batch")
         if cfg.vocab_size is not None:
             x = Embedding(cfg.vocab_size, cfg.embedding_dim, cfg.padding_idx, self.param_dtype, name="embedding")(
                 inputs
             )  # (batch, time, embedding_dim)
         else:
-            if inputs.shape[-1] != cfg.input_size:
-                raise ValueError(f"inputs have {inputs.shape[-1]} features, config says {cfg.input_size}")
-            x = inputs
+            if shape[-1] != cfg.input_size:
+                raise ValueError(f"inputs have {shape[-1]} features, config says {cfg.input_size}")
+            x = jnp.asarray(inputs)
         mask = None
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], x.shape[1])

@@ -43,6 +43,11 @@ class Predictor:
     build a new one after the params change."""
 
     def __init__(self, model: SequenceClassifier, variables: Mapping):
+        if not isinstance(model, SequenceClassifier):
+            raise TypeError(f"Predictor takes a SequenceClassifier, got {type(model).__name__}; for a bare "
+                            "recurrent layer use jax.jit(layer.apply)")
+        if "params" not in variables:
+            raise ValueError(f"variables must be {{'params': ...}} as model.init returns, got keys {list(variables)}")
         layout = inference_layout(model, variables["params"])
         self._variables = {**variables, "layout": layout} if layout else dict(variables)
         self._apply = jax.jit(model.apply)

@@ -20,7 +20,7 @@ from jax import lax
 from s2l_jax.cudnn import cudnn_lstm_scan
 from s2l_jax.gru_vjp import gru_direction, gru_direction_remat
 from s2l_jax.lstm_vjp import lstm_direction, lstm_direction_laid_out, lstm_direction_remat
-from s2l_jax.masks import check_lengths, sequence_mask
+from s2l_jax.masks import check_lengths, lengths_in_range, sequence_mask
 from s2l_jax.rnn_vjp import rnn_direction, rnn_direction_remat
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -441,6 +441,10 @@ class _Recurrent(nn.Module):
             self.cell, params, x, num_layers=self.num_layers, bidirectional=self.bidirectional,
             lengths=lengths, initial_state=state, dropout=self.dropout, dropout_rng=rng, options=self.options,
         )
+        if lengths is not None:  # under jit, lengths outside [1, T] give NaN rows, never a clamped or empty answer
+            ok = lengths_in_range(lengths, total)  # (batch,)
+            out = jnp.where(ok[:, None, None], out, jnp.nan)
+            states = tuple(jnp.where(ok[None, :, None], s, jnp.nan) for s in states)
         if not self.batch_first:
             out = jnp.swapaxes(out, 0, 1)
         if unbatched:

@@ -415,6 +415,15 @@ def test_token_ids_outside_the_vocabulary(small, bad_id):
     assert np.isnan(under_jit[1]).all() and np.isfinite(under_jit[0]).all()
 
 
+def test_int64_ids_and_lengths_past_int32_are_refused_not_wrapped(small):
+    model, variables = small  # without x64 JAX casts int64 to int32: 2**32 + 3 would read as 3
+    tokens = np.array([[1, 2, 3], [4, 2**32 + 3, 5]], np.int64)
+    with pytest.raises(ValueError, match=re.escape(f"token id {2**32 + 3} at index [1, 1] is outside")):
+        model.apply(variables, tokens)
+    with pytest.raises(ValueError, match=re.escape(f"lengths[1] = {2**32 + 2} (1 bad in all)")):
+        model.apply(variables, np.ones((2, T), np.int64), lengths=np.array([T, 2**32 + 2], np.int64))
+
+
 def test_token_ids_must_be_integers(small):
     model, variables = small
     with pytest.raises(TypeError, match="token ids must be integers, got dtype float32"):
@@ -428,6 +437,17 @@ def test_lengths_outside_1_to_T(small, bad_length):
     with pytest.raises(ValueError, match=re.escape(
             f"lengths must lie in [1, {T}] (the padded length); lengths[1] = {bad_length} (1 bad in all)")):
         model.apply(variables, tokens, lengths=lengths)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bare_recurrent_layer_under_jit_gives_nan_rows_for_lengths_outside_1_to_T(cell):
+    layer = make_encoder(cell, 4, bidirectional=True, batch_first=True)
+    x = jax.random.normal(jax.random.key(0), (4, T, 3))
+    variables = layer.init(jax.random.key(1), x)
+    out, state = jax.jit(layer.apply)(variables, x, lengths=jnp.array([T, 0, T + 1, 2]))
+    h_n = state[0] if cell == "lstm" else state
+    for rows in (out, jnp.swapaxes(h_n, 0, 1)):  # (batch, ...)
+        assert np.isnan(rows[1:3]).all() and np.isfinite(rows[0]).all() and np.isfinite(rows[3]).all()
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])

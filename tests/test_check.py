@@ -56,6 +56,19 @@ def test_recurrent_layer_with_lengths_checks_states_and_input_gradients(cell):
     assert ("output c_n" in names) == (cell == "lstm")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_layer_with_an_initial_state_checks_its_gradients_too(cell):
+    tm = torch_recurrent(cell, 3, 4, num_layers=2, batch_first=False)
+    fm, variables = from_torch(tm)
+    h0 = torch.randn(2, 3, 4)
+    state = (h0, torch.randn(2, 3, 4)) if cell == "lstm" else h0
+    report = assert_parity(tm, fm, variables, torch.randn(5, 3, 3), state, lengths=[5, 2, 4])
+    names = {e.label for e in report.entries}
+    assert {"gradient input[0]", "gradient h_0"} <= names and ("gradient c_0" in names) == (cell == "lstm")
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 5\]"):
+        compare(tm, fm, variables, torch.randn(5, 3, 3), state, lengths=[5, 6, 4])
+
+
 @pytest.mark.skipif(memory_map_count() == 0, reason="counts /proc/self/maps")
 def test_repeated_comparisons_leave_no_compiled_executables_behind():
     """compare ran the Flax side eagerly, and JAX keeps every eager scan's executable: a suite of many comparisons

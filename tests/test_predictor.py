@@ -10,7 +10,7 @@ import torch
 from oracle import close
 
 from parity import TorchSequenceClassifier, from_torch
-from s2l_jax import ClassifierConfig, Predictor, ScanOptions, SequenceClassifier
+from s2l_jax import LSTM, ClassifierConfig, Predictor, ScanOptions, SequenceClassifier
 from s2l_jax.predictor import lstm_layout
 
 LENGTHS = jnp.array([6, 2, 5, 1])
@@ -104,3 +104,7 @@ def test_predictor_checks_its_inputs_as_apply_does():
         predictor(_tokens(), jnp.array([1, 2]))
     with pytest.raises(ValueError, match="expects token ids"):
         predictor(jnp.ones((2, 3, 4), jnp.int32))
+    with pytest.raises(TypeError, match="Predictor takes a SequenceClassifier, got LSTM"):
+        Predictor(LSTM(4), {"params": {}})
+    with pytest.raises(ValueError, match=r"variables must be \{'params': ...\}"):
+        Predictor(model, model.init(jax.random.key(0), _tokens())["params"])
