@@ -131,6 +131,8 @@ def batches(data: Dataset, batch_size: int, order: np.ndarray | None = None) -> 
 
 def label_names_of(labels: list[str], sep: str | None = None) -> tuple[str, ...]:
     """Sorted label vocabulary; with `sep` (multi-label) each label string is a `sep`-joined set."""
+    if sep == "":
+        raise ValueError("--label-sep must not be empty")
     if sep is None:
         return tuple(sorted(set(labels)))
     return tuple(sorted({p for lab in labels for p in lab.split(sep) if p}))
@@ -153,6 +155,8 @@ def encode_labels(labels: list[str], names: tuple[str, ...], sep: str | None = N
 
 def limit_length(lengths: list[int], max_len: int, on_long: str, what: str, warn) -> None:
     """Sequences longer than `max_len`: an error (`on_long="error"`) or truncated with one warning."""
+    if max_len < 1:
+        raise ValueError(f"--max-len must be >= 1, got {max_len}")
     long = [i for i, n in enumerate(lengths) if n > max_len]
     if not long:
         return

@@ -66,6 +66,8 @@ def read_unlabelled(path: str | None, texts: list[str] | None, meta: dict, warn=
             series, _, _ = read_ts(path)
             return series_dataset(series, None, names, meta["max_len"], "truncate", str(path), warn)
         texts, _ = read_table(path, meta.get("text_col", "text"), None)
+    elif meta.get("kind", "text") == "digits":
+        raise ValueError("this run was trained on the built-in digits dataset; it reads no text or files")
     elif meta.get("kind", "text") != "text":
         raise ValueError(f"this run was trained on {meta['kind']} data; give --data FILE")
     if not texts:

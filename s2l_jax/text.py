@@ -82,6 +82,9 @@ def _table_rows(path: Path, raw: str, tsv: bool) -> tuple[list[str], list[tuple[
                 pass  # a blank line
             elif header is None:
                 header = fields
+                twice = sorted({c for c in header if header.count(c) > 1})
+                if twice:
+                    raise ValueError(f"{path}:{first}: the header names columns {twice} more than once")
             elif len(fields) > len(header):
                 hint = "a text holds a tab?" if tsv else "quote a text that holds a comma"
                 raise ValueError(f"{path}:{first}: {len(fields)} fields, the header has {len(header)} ({hint})")

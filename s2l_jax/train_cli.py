@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
     train, valid, meta, model_input = load_data(args, read_meta_of_checkpoint(ckpt) if ckpt else None)
+    if len(meta["labels"]) < 2 and meta.get("label_sep") is None:
+        raise ValueError(f"the training data holds one class, {meta['labels']}: a classifier needs at least two")
     model_cfg = PRESETS[args.preset].replace(num_classes=len(meta["labels"]), **model_input)
     overrides = {"hidden_size": args.hidden_size, "cell": args.cell, "num_layers": args.num_layers}
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -106,6 +106,8 @@ def test_jsonl_integer_labels_are_the_same_class_as_their_strings(tmp_path):
 
 
 TABLE_ERRORS = [
+    ("csv-duplicate-column", "d.csv", "text,label,text\nfine,pos,other\n",
+     "d.csv:1: the header names columns ['text'] more than once"),
     ("csv-extra-field", "d.csv", "text,label\r\nfine,pos\r\ngreat, really great film,pos\r\n",
      "d.csv:3: 3 fields, the header has 2 (quote a text that holds a comma)"),
     ("tsv-extra-field", "d.tsv", "text\tlabel\nfine\tpos\ngreat\tfilm\tpos\n",

@@ -239,3 +239,23 @@ def test_resume_with_other_data_settings_or_data_flags_without_data_is_refused(t
         assert main(["train", *flag, "--out", str(tmp_path / "d")]) == 2
         assert f"{flag[0]} applies to --data" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_flags_and_data_that_cannot_train_a_classifier_are_one_line_errors(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\n" for i in range(6)))
+    cases = [([], "the training data holds one class, ['pos']: a classifier needs at least two"),
+             (["--max-len", "0"], "--max-len must be >= 1, got 0"),
+             (["--multi-label", "--label-sep", ""], "--label-sep must not be empty")]
+    for flags, message in cases:
+        assert main(["train", "--data", str(f), *flags, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_digits_run_says_it_reads_no_text():
+    from s2l_jax.run_dir import read_unlabelled
+
+    with pytest.raises(ValueError, match="built-in digits dataset; it reads no text or files"):
+        read_unlabelled(None, ["a text"], {"kind": "digits", "labels": [str(i) for i in range(10)]})
