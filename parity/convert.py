@@ -210,8 +210,13 @@ def to_torch(variables, module: nn.Module | None = None):
         return state
     if not isinstance(module, RECURRENT_TYPES):
         state = rename_prefixes(state, discover(module, require_pooling=False).paths, to_user=True)
-    check_shapes({k: tuple(v.shape) for k, v in module.state_dict().items()}, state,
-                 what=f"weights for {type(module).__name__}")
+    target = module.state_dict()
+    check_shapes({k: tuple(v.shape) for k, v in target.items()}, state, what=f"weights for {type(module).__name__}")
+    cast = [f"{k} ({str(v.dtype)[6:]} into {str(target[k].dtype)[6:]})" for k, v in state.items()
+            if v.dtype != target[k].dtype]
+    if cast:
+        raise ValueError(f"weights and {type(module).__name__} differ in dtype, so loading would round: "
+                         f"{', '.join(cast[:3])}{' ...' if len(cast) > 3 else ''}; cast one of them first")
     module.load_state_dict(state, strict=True)
     return module
 

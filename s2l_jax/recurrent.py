@@ -433,7 +433,7 @@ class _Recurrent(nn.Module):
         params = {**self._make_params(x.shape[-1]), **self.variables.get("layout", {})}
         if lengths is not None:
             lengths = check_lengths(lengths, batch, total)
-        state = self._initial_state(initial_state, None if unbatched else batch)
+        state = self._initial_state(initial_state, None if unbatched else batch, x.dtype)
         if unbatched and state is not None:
             state = tuple(s[:, None] for s in state)
         rng = None if deterministic or self.dropout == 0.0 else self.make_rng("dropout")
@@ -452,7 +452,7 @@ class _Recurrent(nn.Module):
             states = tuple(s[:, 0] for s in states)
         return out, (states if self.cell == "lstm" else states[0])
 
-    def _initial_state(self, initial_state, batch: int | None) -> tuple | None:
+    def _initial_state(self, initial_state, batch: int | None, dtype) -> tuple | None:
         if initial_state is None:
             return None
         if self.cell == "lstm" and not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
@@ -464,6 +464,9 @@ class _Recurrent(nn.Module):
         for name, s, shape in zip(names, state, expected, strict=False):
             if tuple(s.shape) != shape:
                 raise ValueError(f"initial state {name} has shape {tuple(s.shape)}, expected {shape}")
+            if s.dtype != dtype:
+                raise TypeError(f"initial state {name} has dtype {s.dtype}, the input {dtype} (torch requires "
+                                "the same)")
         return state
 
 

@@ -386,6 +386,21 @@ def test_to_torch_names_missing_unexpected_and_misshaped_keys():
     assert "key 'fc.weight' has shape (3, 5), expected (3, 4)" in message
 
 
+def test_to_torch_refuses_to_round_weights_into_a_module_of_another_dtype():
+    _, variables = from_torch(TorchSequenceClassifier(CONFIG), pooling="mean")
+    with pytest.raises(ValueError, match=r"differ in dtype, so loading would round: .*float32 into bfloat16"):
+        to_torch(variables, TorchSequenceClassifier(CONFIG).to(torch.bfloat16))
+
+
+def test_an_initial_state_of_another_dtype_than_the_input_is_named():
+    layer = make_encoder("lstm", 4, batch_first=True)
+    x = jnp.ones((2, 3, 5))
+    variables = layer.init(jax.random.key(0), x)
+    state = (jnp.zeros((1, 2, 4), jnp.float16), jnp.zeros((1, 2, 4)))
+    with pytest.raises(TypeError, match="initial state h_0 has dtype float16, the input float32"):
+        layer.apply(variables, x, initial_state=state)
+
+
 def test_load_classifier_with_a_given_config_names_every_bad_key(tmp_path):
     bad = {**without("fc.bias"), "encoder.weight_hh_l0": torch.ones(16, 5)}
     torch_save_safetensors(bad, tmp_path / "w.safetensors")
