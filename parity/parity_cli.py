@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from parity.check import compare
-from parity.convert import from_torch, to_torch
+from parity.convert import from_torch, numpy_to_tensor, to_torch
 from parity.convert_cli import add_architecture_arguments, hints
 from parity.infer import infer_recurrent, is_bare_recurrent
 from parity.io import load_classifier_file, read_state_dict
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 def _check_classifier(args: argparse.Namespace) -> ParityReport:
     model, variables, arch = load_classifier_file(args.weights, args.pooling, **hints(args))
     config = arch.config
-    tm = to_torch(variables, TorchSequenceClassifier(config))
+    dtype = numpy_to_tensor(np.zeros(0, jax.tree.leaves(variables)[0].dtype)).dtype  # the weights' own dtype
+    tm = to_torch(variables, TorchSequenceClassifier(config).to(dtype))
     if args.float64:
         tm = tm.double()
         variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)

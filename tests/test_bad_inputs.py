@@ -339,6 +339,10 @@ def test_float64_weights_need_x64_to_load_and_convert_losslessly(tmp_path, capsy
     parity_refused(tmp_path, capsys, src, error + " (s2l parity: --float64)", *POOLING)
     assert main(["convert", str(src), str(tmp_path / "double.safetensors"), *POOLING]) == 0  # no JAX: lossless
     assert all(v.dtype == np.float64 for v in numpy_load_file(tmp_path / "double.safetensors").values())
+    capsys.readouterr()
+    assert main(["parity", str(src), *POOLING, "--float64"]) == 0 and "PASS" in capsys.readouterr().out
+    torch.save({k: v.to(torch.bfloat16) for k, v in state().items()}, tmp_path / "bf16.pt")
+    assert main(["parity", str(tmp_path / "bf16.pt"), *POOLING]) == 0 and "bfloat16" in capsys.readouterr().out
 
 
 def test_torch_file_without_embedding_is_a_feature_model_with_a_note(tmp_path, capsys):
