@@ -32,7 +32,7 @@ def torch_recurrent(
         return nn.GRU(input_size, hidden_size, **kw)
     if cell in ("rnn_tanh", "rnn_relu"):
         return nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kw)
-    raise ValueError(f"unknown cell {cell!r}")
+    raise ValueError(f"unknown cell {cell!r}; expected one of ('lstm', 'gru', 'rnn_tanh', 'rnn_relu')")
 
 
 def run_recurrent(module: nn.RNNBase, x: torch.Tensor, lengths=None, initial_state=None):

@@ -39,7 +39,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as e:  # e.g. torch not installed: the other commands still work
-            p.set_defaults(_missing=f"needs {e.name} ({e}); install it, e.g. pip install 's2l_jax[torch]'")
+            p.set_defaults(_missing=f"needs {e.name} ({e}); install it, e.g. pip install -e '.[torch]'")
             p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 

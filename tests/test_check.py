@@ -67,6 +67,9 @@ def test_recurrent_layer_with_an_initial_state_checks_its_gradients_too(cell):
     assert {"gradient input[0]", "gradient h_0"} <= names and ("gradient c_0" in names) == (cell == "lstm")
     with pytest.raises(ValueError, match=r"lengths must lie in \[1, 5\]"):
         compare(tm, fm, variables, torch.randn(5, 3, 3), state, lengths=[5, 6, 4])
+    if cell == "lstm":
+        with pytest.raises(ValueError, match=r"an LSTM's initial state is a pair \(h_0, c_0\)"):
+            compare(tm, fm, variables, torch.randn(5, 3, 3), h0)
 
 
 @pytest.mark.skipif(memory_map_count() == 0, reason="counts /proc/self/maps")

@@ -239,3 +239,14 @@ def test_resuming_a_run_whose_checkpoints_are_gone_refuses_to_overwrite_its_mode
     with pytest.raises(ValueError, match="holds a model but no checkpoint to resume from"):
         fit(tiny_cfg(), dataclasses.replace(FAST, epochs=1), data, data, out=tmp_path, resume=True, **QUIET)
     assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_a_nan_validation_loss_stops_the_run_instead_of_freezing_the_best_model(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4, 3)).astype(np.float32)
+    data = Dataset(x, np.full(8, 4, np.int32), np.arange(8, dtype=np.int32) % 2, ("a", "b"))
+    bad = Dataset(np.where(np.arange(4)[None, :, None] == 2, np.nan, x), data.lengths, data.labels, data.label_names)
+    cfg = ClassifierConfig(vocab_size=None, input_size=3, hidden_size=4, num_classes=2, pooling="mean")
+    with pytest.raises(TrainingDiverged, match=r"validation loss nan after epoch 1 \(step 2\)"):
+        fit(cfg, TrainConfig(epochs=3, batch_size=4), data, bad, out=tmp_path, **QUIET)
+    assert not (tmp_path / "model.safetensors").exists()
