@@ -19,8 +19,8 @@ import optax
 from s2l_jax import PRESETS, ScanOptions, SequenceClassifier
 
 VARIANTS = {
-    "autodiff": ScanOptions(input_projection="chunked", custom_vjp=False),
-    "custom_vjp": ScanOptions(input_projection="chunked", custom_vjp=True),
+    "autodiff": ScanOptions(custom_vjp=False),
+    "custom_vjp (default)": ScanOptions(),
     "remat, custom_vjp (recompute chunks of 16)": ScanOptions(remat=True),
     "remat, autodiff (checkpoint per chunk of 16)": ScanOptions(input_projection="chunked", remat=True,
                                                                 custom_vjp=False),

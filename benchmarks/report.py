@@ -11,8 +11,13 @@ OURS = ("s2l_jax", "s2l_jax_dp")
 DP_PEERS = ("s2l_jax", "flax_linen_dp", "flax_linen", "torch_best")  # its ratio columns (not all: table width)
 
 
+SPREAD = 1.1  # rounds whose medians differ by more than this factor are marked in the table
+
+
 def summarize(runs: list[dict]) -> dict:
-    """{case: {framework: stats}} from every worker run (rounds pooled); adds "torch_best", the faster eager."""
+    """{case: {framework: stats}} from every worker run; adds "torch_best", the faster eager. The median is the
+    median of the rounds' medians, each round weighted alike (pooling the samples would weight a round by how
+    many calls fitted its time budget, so a fast round outvoted a slow one); min-max span every sample."""
     table: dict[str, dict[str, dict]] = {}
     for r in runs:
         table.setdefault(r["case"], {}).setdefault(r["framework"], []).append(r)
@@ -21,9 +26,11 @@ def summarize(runs: list[dict]) -> dict:
         out[case] = {}
         for fw, rs in fws.items():
             samples = [s for r in rs for s in r["samples_ms"]]
+            round_medians = [statistics.median(r["samples_ms"]) for r in rs]
             compile_s = [r["compile_s"] for r in rs if r.get("compile_s") is not None]
             out[case][fw] = {
-                "median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
+                "median_ms": statistics.median(round_medians), "round_medians_ms": round_medians,
+                "min_ms": min(samples), "max_ms": max(samples),
                 "n": len(samples), "rounds": len(rs), "compile_s": min(compile_s) if compile_s else None,
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "rss_growth_mb": max(r["rss_growth_mb"] for r in rs),
@@ -41,10 +48,16 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def _spread(stats: dict) -> bool:
+    medians = stats.get("round_medians_ms") or [stats["median_ms"]]
+    return max(medians) > SPREAD * min(medians)
+
+
 def _fmt(stats: dict | None) -> str:
     if stats is None:
         return "-"
-    return f"{stats['median_ms']:.3g} ({stats['min_ms']:.3g}-{stats['max_ms']:.3g})"
+    mark = " †" if _spread(stats) else ""
+    return f"{stats['median_ms']:.3g} ({stats['min_ms']:.3g}-{stats['max_ms']:.3g}){mark}"
 
 
 def markdown(summary: dict, meta: dict) -> str:
@@ -63,7 +76,8 @@ def markdown(summary: dict, meta: dict) -> str:
         f"{meta.get('rounds')} interleaved rounds, load avg (start, end) {meta.get('load_avg_start_end')}"
         f"{', huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)' if meta.get('huge_pages') else ''}"
         f"{probe}. "
-        "Medians (min-max) in ms; `x vs P` = P's median / s2l_jax's "
+        "Medians of the rounds' medians (min-max over all calls) in ms, † where rounds differ by more than "
+        f"{SPREAD - 1:.0%}; `x vs P` = P's median / s2l_jax's "
         "(> 1: s2l_jax faster); `dp x vs P` the same for s2l_jax_dp (one CPU device per core, batch split). "
         "torch_best = the faster torch eager setting (oneDNN on/off).",
         "",
@@ -94,8 +108,8 @@ def bar_chart(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fws = [f for f in ("s2l_jax", "s2l_jax_dp", "flax_linen", "flax_linen_dp", "torch_eager", "torch_eager_nomkldnn",
-                       "torch_compile")
+    fws = [f for f in ("s2l_jax", "s2l_jax_dp", "s2l_jax_cudnn", "flax_linen", "flax_linen_dp", "torch_eager",
+                       "torch_eager_nomkldnn", "torch_compile")
            if any(f in r for r in summary.values())]
     cases = list(summary)
     width = 0.8 / max(1, len(fws))

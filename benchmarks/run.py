@@ -101,7 +101,13 @@ def main(argv: list[str] | None = None) -> dict:
                     help="start no new worker after this long; results so far are still written")
     ap.add_argument("--name", default=None, help="results file stem (default bench, bench_quick, bench_gpu)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--from-json", type=Path, metavar="RESULTS_JSON",
+                    help="run nothing: summarize the runs stored in an earlier results file again and rewrite its "
+                         ".json summary, .md and .png (e.g. after a change to the statistics)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        return write_results(data["runs"], data["meta"], args.from_json.with_suffix(""))
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.budget = args.budget if args.budget is not None else (0.3 if args.quick else 2.0)
     frameworks = [f for f in args.frameworks.split(",") if f]
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown := set(cells) - set(CELLS):
         ap.error(f"unknown cells {sorted(unknown)}; expected some of {CELLS}")
     cases = [c.name for c in grid(args.quick, cells)]
+    if args.device == "gpu":  # large first: the cases a GPU is for come before any --max-minutes cut
+        cases.sort(key=lambda c: not c.startswith("large/"))
     if args.cases:
         cases = [c for c in cases if any(f in c for f in args.cases.split(","))]
     load_start = os.getloadavg()[0]
@@ -135,7 +143,6 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"round {r} {case:24s} {fw:22s} {med:9.2f} ms  ({time.perf_counter() - t0:.0f} s)",
                           flush=True)
         probes.append(matmul_gflops())
-    summary = summarize(runs)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_model(),
             "threads": args.threads, "rounds": args.rounds, "budget_s": args.budget,
             "device": args.device, "xla_flags": os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags,
@@ -144,10 +151,16 @@ def main(argv: list[str] | None = None) -> dict:
             "matmul_gflops": [round(g, 1) for g in probes]}
     name = args.name or ("bench_quick" if args.quick else "bench" if args.device == "cpu" else "bench_gpu")
     args.out.mkdir(parents=True, exist_ok=True)
+    return write_results(runs, meta, args.out / name)
+
+
+def write_results(runs: list[dict], meta: dict, stem: Path) -> dict:
+    """STEM.json (meta, summary, every worker's samples), STEM.md (the table) and STEM.png; prints the table."""
+    summary = summarize(runs)
     table = markdown(summary, meta)
-    (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
-    (args.out / f"{name}.md").write_text(table)
-    bar_chart(summary, args.out / f"{name}.png")
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+    stem.with_suffix(".md").write_text(table)
+    bar_chart(summary, stem.with_suffix(".png"))
     print(table)
     return summary
 

@@ -67,3 +67,26 @@ def test_profile_attributes_time_to_the_per_step_ops_of_the_loop():
     per_step = {name: ms for name, (ms, n) in times.items() if n == 20}  # the seed size runs 20 time steps
     assert per_step and all(ms > 0 for ms in per_step.values()) and faults >= 0
     assert any(name.startswith("while") for name in times)  # the loop itself, run once per call
+
+
+def test_median_weights_rounds_alike_and_marks_rounds_that_disagree():
+    # 28 fast calls in round 0, 21 slow ones in round 1: pooling the samples would report the fast round.
+    runs = [{"framework": "torch_eager", "case": "large/last/infer", "samples_ms": [ms] * n, "peak_rss_mb": 1.0,
+             "rss_growth_mb": 0.0} for ms, n in ((36.7, 28), (48.3, 21), (40.0, 3))]
+    runs += [{"framework": "s2l_jax", "case": "large/last/infer", "samples_ms": [39.6] * 20, "peak_rss_mb": 1.0,
+              "rss_growth_mb": 0.0}]
+    stats = summarize(runs)["large/last/infer"]
+    assert stats["torch_eager"]["median_ms"] == 40.0 and stats["torch_eager"]["round_medians_ms"] == [36.7, 48.3, 40.0]
+    assert "| 40 (36.7-48.3) † |" in markdown(summarize(runs), {})
+    assert "| 39.6 (39.6-39.6) |" in markdown(summarize(runs), {})
+
+
+def test_a_stored_run_is_summarized_again_without_running_anything(tmp_path):
+    runs = [{"framework": f, "case": "seed/last/infer", "samples_ms": [ms, ms], "peak_rss_mb": 1.0,
+             "rss_growth_mb": 0.0} for f, ms in (("s2l_jax", 1.0), ("torch_eager", 2.0))]
+    (tmp_path / "old.json").write_text(json.dumps({"meta": {"rounds": 1}, "summary": {}, "runs": runs}))
+    main(["--from-json", str(tmp_path / "old.json")])
+    data = json.loads((tmp_path / "old.json").read_text())
+    assert data["summary"]["seed/last/infer"]["s2l_jax"]["speedup_vs"]["torch_eager"] == 2.0
+    assert "s2l_jax faster on: torch_best 1/1" in (tmp_path / "old.md").read_text()
+    assert (tmp_path / "old.png").stat().st_size > 0
