@@ -12,6 +12,7 @@ DP_PEERS = ("s2l_jax", "flax_linen_dp", "flax_linen", "torch_best")  # its ratio
 
 
 SPREAD = 1.1  # rounds whose medians differ by more than this factor are marked in the table
+CONTENDED = 0.1  # workers timed while other processes used more than this share of the host's CPUs are marked
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -33,6 +34,7 @@ def summarize(runs: list[dict]) -> dict:
                 "min_ms": min(samples), "max_ms": max(samples),
                 "n": len(samples), "rounds": len(rs), "compile_s": min(compile_s) if compile_s else None,
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                "other_cpu_share": max((r.get("other_cpu_share") or 0.0 for r in rs), default=0.0),
                 "rss_growth_mb": max(r["rss_growth_mb"] for r in rs),
                 "temp_mb": rs[0].get("temp_mb"),
                 "page_faults_per_call": statistics.median(f) if (f := [r["page_faults_per_call"] for r in rs
@@ -56,7 +58,7 @@ def _spread(stats: dict) -> bool:
 def _fmt(stats: dict | None) -> str:
     if stats is None:
         return "-"
-    mark = " †" if _spread(stats) else ""
+    mark = (" †" if _spread(stats) else "") + (" ‡" if stats.get("other_cpu_share", 0.0) > CONTENDED else "")
     return f"{stats['median_ms']:.3g} ({stats['min_ms']:.3g}-{stats['max_ms']:.3g}){mark}"
 
 
@@ -77,7 +79,8 @@ def markdown(summary: dict, meta: dict) -> str:
         f"{', huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)' if meta.get('huge_pages') else ''}"
         f"{probe}. "
         "Medians of the rounds' medians (min-max over all calls) in ms, † where rounds differ by more than "
-        f"{SPREAD - 1:.0%}; `x vs P` = P's median / s2l_jax's "
+        f"{SPREAD - 1:.0%}, ‡ where other processes used over {CONTENDED:.0%} of the CPUs while a round was timed; "
+        "`x vs P` = P's median / s2l_jax's "
         "(> 1: s2l_jax faster); `dp x vs P` the same for s2l_jax_dp (one CPU device per core, batch split). "
         "torch_best = the faster torch eager setting (oneDNN on/off).",
         "",

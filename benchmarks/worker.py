@@ -49,6 +49,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def busy_cpu_s() -> float | None:
+    """Seconds all CPUs of the host spent busy so far (/proc/stat), for `other_cpu_share`."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
 def time_calls(call: Callable[[], None], budget_s: float, min_reps: int = 3, max_reps: int = 200,
                warmup: int = 2) -> list[float]:
     """Milliseconds per call: `warmup` untimed calls, then calls until `budget_s` is spent (>= min_reps)."""
@@ -92,12 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     step()  # first call: jit / torch.compile compilation (plus one step)
     first_call_s = time.perf_counter() - compile_start
     faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    busy0, own0, wall0 = busy_cpu_s(), sum(os.times()[:2]), time.perf_counter()
     samples = time_calls(step, args.budget)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / (len(samples) + 2)  # + warm-up
+    busy1, own1, wall1 = busy_cpu_s(), sum(os.times()[:2]), time.perf_counter()
+    # Other processes' share of the host's CPU time while this worker was timed: contention the medians hide.
+    other = None if busy0 is None else max(0.0, (busy1 - busy0 - (own1 - own0)) / ((wall1 - wall0) * os.cpu_count()))
     result = {
         "framework": args.framework, "case": case.name, "threads": args.threads, "device": args.device,
         "samples_ms": samples, "first_call_s": first_call_s, "setup_s": compile_start - t0,
         "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0, "page_faults_per_call": faults,
+        "other_cpu_share": other,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), **info,
     }
     json.dump(result, sys.stdout)

@@ -38,6 +38,7 @@ def test_run_writes_results_and_hands_workers_the_huge_pages_setting(tmp_path):
     assert list(data["summary"]) == ["seed/last/infer"]
     run = data["runs"][0]
     assert run["samples_ms"] and run["compile_s"] > 0 and run["page_faults_per_call"] >= 0
+    assert run["other_cpu_share"] is None or 0 <= run["other_cpu_share"] <= 1
     assert "glibc.malloc.hugetlb=1" in run["glibc_tunables"] and data["meta"]["huge_pages"]
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # Linux x86: name, family, model, AVX-512
@@ -78,6 +79,8 @@ def test_median_weights_rounds_alike_and_marks_rounds_that_disagree():
     stats = summarize(runs)["large/last/infer"]
     assert stats["torch_eager"]["median_ms"] == 40.0 and stats["torch_eager"]["round_medians_ms"] == [36.7, 48.3, 40.0]
     assert "| 40 (36.7-48.3) † |" in markdown(summarize(runs), {})
+    runs[0]["other_cpu_share"] = 0.5  # another process used half the CPUs while round 0 was timed
+    assert "| 40 (36.7-48.3) † ‡ |" in markdown(summarize(runs), {})
     assert "| 39.6 (39.6-39.6) |" in markdown(summarize(runs), {})
 
 
