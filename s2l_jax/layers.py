@@ -42,6 +42,18 @@ class Linear(nn.Module):
         return weight, bias
 
 
+def check_token_ids(ids, num_embeddings: int) -> None:
+    """Refuse integer ids outside `[0, num_embeddings)` where their values are known (not under jit)."""
+    values = concrete(ids)  # before jnp.asarray, which wraps int64 ids past int32 without x64
+    if values is None or not values.size or not np.issubdtype(values.dtype, np.integer):
+        return
+    bad = np.argwhere((values < 0) | (values >= num_embeddings))
+    if bad.size:
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(f"token id {int(values[where])} at index {list(where)} is outside the vocabulary "
+                         f"[0, {num_embeddings}) ({len(bad)} such ids)")
+
+
 class Embedding(nn.Module):
     """torch.nn.Embedding: `weight` `(num_embeddings, dim)` ~ N(0, 1), the padding row zero and never trained.
 
@@ -63,18 +75,11 @@ class Embedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids: jax.Array) -> jax.Array:
-        values = concrete(ids)  # before jnp.asarray, which wraps int64 ids past int32 without x64
+        given = ids
         ids = jnp.asarray(ids)
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        if values is not None and values.size:
-            bad = np.argwhere((values < 0) | (values >= self.num_embeddings))
-            if bad.size:
-                where = tuple(int(i) for i in bad[0])
-                raise ValueError(
-                    f"token id {int(values[where])} at index {list(where)} is outside the vocabulary "
-                    f"[0, {self.num_embeddings}) ({len(bad)} such ids)"
-                )
+        check_token_ids(given, self.num_embeddings)
         weight = self.param("weight", self._init, (self.num_embeddings, self.features), self.param_dtype)
         in_range = ((ids >= 0) & (ids < self.num_embeddings))[..., None]
         out = jnp.where(in_range, jnp.take(weight, jnp.where(in_range[..., 0], ids, 0), axis=0), jnp.nan)

@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
+import numpy as np
 
+from s2l_jax.layers import check_token_ids
 from s2l_jax.lstm_vjp import joint_weights
+from s2l_jax.masks import check_lengths
 from s2l_jax.model import SequenceClassifier
 from s2l_jax.recurrent import direction_params, direction_weights, param_names
 
@@ -50,7 +53,15 @@ class Predictor:
             raise ValueError(f"variables must be {{'params': ...}} as model.init returns, got keys {list(variables)}")
         layout = inference_layout(model, variables["params"])
         self._variables = {**variables, "layout": layout} if layout else dict(variables)
+        self._config = model.config
         self._apply = jax.jit(model.apply)
 
     def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        # Known values are checked here, as model.apply checks them: at jit's boundary int64 token ids and
+        # lengths past int32 would wrap silently into valid-looking ones.
+        shape = np.shape(inputs)
+        if self._config.vocab_size is not None:
+            check_token_ids(inputs, self._config.vocab_size)
+        if lengths is not None and len(shape) >= 2:
+            check_lengths(lengths, shape[0], shape[1])
         return self._apply(self._variables, inputs, lengths=lengths)

@@ -108,3 +108,22 @@ def test_predictor_checks_its_inputs_as_apply_does():
         Predictor(LSTM(4), {"params": {}})
     with pytest.raises(ValueError, match=r"variables must be \{'params': ...\}"):
         Predictor(model, model.init(jax.random.key(0), _tokens())["params"])
+
+
+def test_predictor_refuses_bad_token_ids_and_lengths_as_apply_does_even_past_int32():
+    """Known values are checked before jit's boundary, where int64 values past int32 wrap (2**32 + 3 -> 3) into
+    valid-looking ones: an error as `model.apply` gives, never the logits of another input."""
+    config = ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=7, num_classes=3)
+    model = SequenceClassifier(config)
+    predictor = Predictor(model, model.init(jax.random.key(0), _tokens()))
+    tokens = np.asarray(_tokens(), np.int64)
+    lengths = np.asarray(LENGTHS, np.int64)
+    lengths[1] = 2**32 + 3
+    with pytest.raises(ValueError, match=re.escape(f"lengths[1] = {2**32 + 3} (1 bad in all)")):
+        predictor(tokens, lengths)
+    with pytest.raises(ValueError, match=re.escape("lengths[3] = 0")):
+        predictor(tokens, jnp.array([6, 2, 5, 0]))
+    for bad in (2**32 + 5, 30):
+        tokens[1, 1] = bad
+        with pytest.raises(ValueError, match=re.escape(f"token id {bad} at index [1, 1] is outside the vocabulary")):
+            predictor(tokens)
