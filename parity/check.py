@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from parity.convert import RECURRENT_TYPES, discover, rename_prefixes
+from parity.convert import RECURRENT_TYPES, discover, numpy_to_tensor, rename_prefixes, tensor_to_numpy
 from parity.report import ParityReport, diff
 from parity.tolerance import parity_precision, tolerance_for
 from parity.torch_models import run_recurrent
@@ -116,8 +116,9 @@ def compare(
     input_names = [f"input[{i}]" for i in range(len(inputs))]
     if recurrent:
         inputs, input_names = _recurrent_inputs(torch_module, inputs)
-    arrays = [np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in inputs]
-    floating = [i for i, a in enumerate(arrays) if np.issubdtype(a.dtype, np.floating)]
+    arrays = [tensor_to_numpy(n, x, "inputs") if isinstance(x, torch.Tensor) else np.asarray(x)
+              for n, x in zip(input_names, inputs, strict=True)]  # bfloat16 as ml_dtypes' bfloat16
+    floating = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.floating)]  # NumPy: not bfloat16
     if lengths is not None:  # before torch, whose packing fails on a bad length with an obscure message
         time_major = recurrent and not torch_module.batch_first
         check_lengths(np.asarray(lengths), arrays[0].shape[int(time_major)], arrays[0].shape[1 - int(time_major)])
@@ -129,7 +130,7 @@ def compare(
     torch_module.eval()
     try:
         with parity_precision():
-            t_inputs = [torch.from_numpy(a.copy()).requires_grad_(i in floating and gradients)
+            t_inputs = [numpy_to_tensor(a.copy()).requires_grad_(i in floating and gradients)
                         for i, a in enumerate(arrays)]
             if recurrent:
                 t_out = run_recurrent(torch_module, t_inputs[0], lengths, _state(torch_module, t_inputs[1:]))

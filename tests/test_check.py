@@ -201,6 +201,20 @@ def test_bfloat16_models_agree_within_the_bfloat16_tolerance_and_a_real_differen
     assert compare(tm, fm, variables, tokens).first_failure.name == "fc.bias"
 
 
+def test_bfloat16_inputs_compare_with_their_gradients():
+    """A bfloat16 recurrent layer or feature classifier takes bfloat16 inputs (torch refuses float32 ones):
+    they reach both sides and their gradients are compared too."""
+    gru = nn.GRU(3, 4, batch_first=True)
+    fm, variables = from_torch(gru)
+    gru = gru.to(torch.bfloat16)
+    variables = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables)
+    x = torch.randn(2, 5, 3, dtype=torch.bfloat16)
+    for given in (x, x.view(torch.int16).numpy().view(jnp.bfloat16)):  # a torch tensor or ml_dtypes' NumPy array
+        report = compare(gru, fm, variables, given, lengths=[5, 2])
+        assert report.passed and report.dtype == "bfloat16", report.summary()
+        assert {e.name for e in report.entries if e.kind == "gradient"} >= {"input[0]", "weight_hh_l0"}
+
+
 def test_frozen_parameters_are_not_compared_and_existing_gradients_are_left_alone():
     tm = UserLSTM()
     tm.emb.weight.requires_grad_(False)  # a frozen pretrained embedding: torch computes no gradient for it
