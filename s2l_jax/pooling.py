@@ -41,10 +41,12 @@ def mean_pool(outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 
 
 def max_pool(outputs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Max over time (over valid steps when masked)."""
+    """Max over time (over valid steps when masked). Its gradient goes to the first step holding the maximum, as
+    torch's `max(dim)` sends it; `jnp.max` would split it among tied steps."""
     if mask is not None:
         outputs = jnp.where(mask[..., None], outputs, -jnp.inf)
-    return jnp.max(outputs, axis=1)
+    first = jnp.argmax(outputs, axis=1)  # (batch, features)
+    return jnp.take_along_axis(outputs, first[:, None, :], axis=1)[:, 0]
 
 
 def attention_weights(scores: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -7,8 +7,9 @@ import pytest
 import torch
 from oracle import close
 
+from parity import TorchSequenceClassifier, compare, from_torch
 from parity.torch_models import Attention, valid_mask
-from s2l_jax import AttentionPool, max_pool, mean_pool
+from s2l_jax import AttentionPool, ClassifierConfig, max_pool, mean_pool
 from s2l_jax.pooling import SCORE_ROWS, attention_scores, attention_scores_reference
 
 
@@ -72,3 +73,32 @@ def test_mean_and_max_pool_over_valid_steps_only():
     np.testing.assert_array_equal(max_pool(out, mask)[1], out[1, :2].max(0))
     np.testing.assert_allclose(mean_pool(out), torch.tensor(np.asarray(out)).mean(1).numpy(), atol=1e-6)
     np.testing.assert_array_equal(max_pool(out), out.max(1))
+
+
+@pytest.mark.parametrize("lengths", [None, [4, 3]])
+def test_max_pool_sends_the_gradient_of_tied_steps_to_the_first_as_torch_does(lengths):
+    """Outputs tie over time where a state stops changing (an all-zero series through a bias-free RNN stays 0):
+    torch's `max(dim)` sends the gradient to the first maximal step, not split among the tied ones."""
+    out = torch.tensor([[[-0.5, 0.0], [-0.5, 0.3], [-0.9, 0.3], [-0.5, -0.1]],
+                        [[0.0, -2.0], [0.0, -2.0], [0.0, -2.0], [0.7, 5.0]]], requires_grad=True)
+    mask = None if lengths is None else valid_mask(lengths, 4)
+    cot = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    pooled = (out if mask is None else out.masked_fill(~mask[..., None], float("-inf"))).max(dim=1).values
+    (pooled * cot).sum().backward()
+    jmask = None if mask is None else jnp.asarray(mask.numpy())
+    got, grad = jax.value_and_grad(lambda o: jnp.sum(max_pool(o, jmask) * jnp.asarray(cot.numpy())))(
+        jnp.asarray(out.detach().numpy()))
+    close(got, (pooled * cot).sum().item(), 1e-6)
+    np.testing.assert_array_equal(grad, out.grad.numpy())
+
+
+def test_max_pooled_classifier_matches_torch_gradients_on_an_all_zero_series():
+    config = ClassifierConfig(vocab_size=None, input_size=3, hidden_size=4, num_classes=2, cell="rnn_tanh",
+                              pooling="max", bias=False, bidirectional=True)
+    tm = TorchSequenceClassifier(config)
+    fm, variables = from_torch(tm, pooling="max")
+    x = torch.randn(2, 6, 3)
+    x[1] = 0  # every output of that row is 0: the max over time ties at every step
+    for lengths in (None, [6, 4]):
+        report = compare(tm, fm, variables, x, lengths=lengths)
+        assert report.passed, report.summary()
