@@ -46,4 +46,9 @@ def check_lengths(lengths, batch: int, total_length: int) -> jax.Array:
                 f"lengths must lie in [1, {total_length}] (the padded length); "
                 f"lengths[{i}] = {int(values[i])} ({bad.size} bad in all)"
             )
+    # Values past int32 (int64 traced under x64, uint32) would wrap into valid lengths (2**32 + 2 -> 2): clipped
+    # to [0, T + 1] first, they stay outside [1, T] for `lengths_in_range`.
+    info, int32 = jnp.iinfo(lengths.dtype), jnp.iinfo(jnp.int32)
+    if info.max > int32.max or info.min < int32.min:
+        lengths = jnp.clip(lengths, 0, total_length + 1)
     return lengths.astype(jnp.int32)

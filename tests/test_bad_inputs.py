@@ -483,6 +483,21 @@ def test_lengths_outside_1_to_T_under_jit_give_nan_rows(pooling):
     np.testing.assert_array_equal(out[0], apply(variables, tokens, lengths=jnp.array([T] * 4))[0])
 
 
+def test_int64_lengths_past_int32_under_jit_with_x64_give_nan_rows_not_a_wrapped_length():
+    """With x64, int64 lengths reach the traced model as they are: narrowing them to int32 must not wrap
+    2**32 + 2 into the valid length 2 (a silent answer for another length), for a classifier or a bare layer."""
+    with jax.enable_x64(True):
+        model = SequenceClassifier(CONFIG)
+        variables = model.init(jax.random.key(0), jnp.zeros((1, T), jnp.int32))
+        lengths = jnp.array([2, 2**32 + 2, -(2**32) + 2], jnp.int64)
+        out = jax.jit(model.apply)(variables, jnp.ones((3, T), jnp.int32), lengths=lengths)
+        assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()
+        layer = make_encoder("gru", 4, batch_first=True)
+        x = jnp.ones((3, T, 2), jnp.float32)
+        y, h_n = jax.jit(layer.apply)(layer.init(jax.random.key(1), x), x, lengths=lengths)
+        assert np.isfinite(y[0]).all() and np.isnan(y[1:]).all() and np.isnan(h_n[:, 1:]).all()
+
+
 def test_lengths_must_be_one_integer_per_sequence(small):
     model, variables = small
     tokens = jnp.ones((2, T), jnp.int32)
