@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from oracle import close
 from torch import nn
 
-from parity import TorchSequenceClassifier, from_torch, to_torch
+from parity import TorchSequenceClassifier, assert_parity, from_torch, to_torch
 from s2l_jax import ClassifierConfig, SequenceClassifier
 
 
@@ -95,6 +95,24 @@ def test_classifier_with_lengths_matches_packed_torch(cell, pooling):
     for name, p in tm.named_parameters():
         close(flat[name], p.grad.numpy(), 1e-5, relative_to_scale=True)
     assert not np.any(np.asarray(flat["embedding.weight"][0]))  # padding row never trained, as in torch
+
+
+@pytest.mark.parametrize("cell,pooling,proj_size,lengths", [
+    ("rnn_relu", "max", 0, [6, 1, 3]),
+    ("lstm", "last", 3, [6, 1, 3]),  # h_n[-1]: the reverse direction's projected state after its whole sequence
+    ("gru", "attention", 0, [1]),  # one sequence of one step
+    ("lstm", "mean", 2, [5, 5]),  # every length T
+], ids=["rnn_relu_max", "lstm_proj_last", "gru_attention_T1_batch1", "lstm_proj_mean_full_lengths"])
+def test_unusual_classifiers_match_torch_in_outputs_and_every_gradient(cell, pooling, proj_size, lengths):
+    config = ClassifierConfig(vocab_size=20, embedding_dim=4, hidden_size=5, num_classes=3, cell=cell,
+                              num_layers=2, bidirectional=True, pooling=pooling, proj_size=proj_size)
+    tm = TorchSequenceClassifier(config)
+    fm, variables = from_torch(tm, pooling=pooling)
+    tokens = np.random.default_rng(0).integers(0, 20, (len(lengths), max(lengths)))
+    assert_parity(tm, fm, variables, tokens, lengths=lengths)
+    apply = jax.jit(fm.apply)
+    full = jnp.full(len(lengths), max(lengths))  # lengths all T pool exactly as no lengths
+    np.testing.assert_array_equal(apply(variables, tokens, lengths=full), apply(variables, tokens))
 
 
 def test_classifier_float64_agrees_to_1e10():

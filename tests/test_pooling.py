@@ -66,6 +66,23 @@ def test_chunked_attention_matches_torch_and_the_reference_in_values_and_gradien
     np.testing.assert_allclose(jvp, jax.jvp(attention_scores_reference, args, tangents)[1], atol=1e-5)
 
 
+def test_chunked_attention_of_one_long_masked_sequence_matches_torch_with_gradients():
+    total = SCORE_ROWS + 1  # batch 1: two chunks of 513 steps, the last padded by one
+    ta, variables = _attention_pair()
+    h = torch.randn(1, total, 6, requires_grad=True)
+    mask = valid_mask([total - 30], total)
+    torch.sin(ta(h, mask)).sum().backward()
+
+    def loss(variables, h):
+        return jnp.sum(jnp.sin(AttentionPool().apply(variables, h, jnp.asarray(mask))))
+
+    g_vars, g_h = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, jnp.asarray(h.detach().numpy()))
+    close(g_h, h.grad.numpy(), 1e-6)
+    close(g_vars["params"]["attn"]["weight"], ta.attn.weight.grad.numpy(), 1e-5, relative_to_scale=True)
+    close(g_vars["params"]["attn"]["bias"], ta.attn.bias.grad.numpy(), 1e-5, relative_to_scale=True)
+    close(g_vars["params"]["v"]["weight"], ta.v.weight.grad.numpy(), 1e-5, relative_to_scale=True)
+
+
 def test_mean_and_max_pool_over_valid_steps_only():
     out = jax.random.normal(jax.random.key(0), (2, 5, 3))
     mask = jnp.asarray(valid_mask([5, 2], 5).numpy())
