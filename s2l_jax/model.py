@@ -59,7 +59,8 @@ class ClassifierConfig:
             raise ValueError("give vocab_size (token ids) or input_size (feature vectors)")
         if self.padding_idx is not None and not (self.vocab_size and 0 <= self.padding_idx < self.vocab_size):
             raise ValueError(f"padding_idx {self.padding_idx} is outside the vocabulary [0, {self.vocab_size})")
-        for name in ("hidden_size", "num_classes", "num_layers"):
+        used = ("vocab_size", "embedding_dim") if self.vocab_size is not None else ("input_size",)
+        for name in ("hidden_size", "num_classes", "num_layers", *used):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("dropout", "rnn_dropout"):

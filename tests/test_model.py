@@ -139,6 +139,17 @@ def test_feature_input_classifier_matches_torch():
           tm(x, torch.tensor([7, 3, 1, 5])).detach().numpy(), 1e-5)
 
 
+@pytest.mark.parametrize("fields,message", [
+    (dict(vocab_size=0), "vocab_size must be >= 1, got 0"),
+    (dict(embedding_dim=0), "embedding_dim must be >= 1, got 0"),
+    (dict(vocab_size=None, input_size=0), "input_size must be >= 1, got 0"),
+])
+def test_configs_with_empty_inputs_are_refused_as_torch_refuses_them(fields, message):
+    """torch refuses these layers ('input_size must be greater than zero'); s2l_jax ran a model that reads nothing."""
+    with pytest.raises(ValueError, match=message):
+        ClassifierConfig(**{"vocab_size": 10, "embedding_dim": 4, **fields})
+
+
 @pytest.fixture
 def small():
     config = ClassifierConfig(vocab_size=10, embedding_dim=4, hidden_size=5, num_classes=3)
