@@ -60,8 +60,10 @@ def _leaves(out, recurrent: bool) -> list[tuple[str, object]]:
 
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
-    """A torch tensor's values for comparison (bfloat16, which NumPy lacks, exactly widened to float32)."""
+    """A torch tensor's values for comparison (bfloat16, which NumPy lacks, exactly widened to float32; a sparse
+    gradient, as `nn.Embedding(sparse=True)` gets, as its dense values)."""
     t = t.detach().cpu()
+    t = t.to_dense() if t.is_sparse else t
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 

@@ -215,6 +215,15 @@ def test_bfloat16_inputs_compare_with_their_gradients():
         assert {e.name for e in report.entries if e.kind == "gradient"} >= {"input[0]", "weight_hh_l0"}
 
 
+def test_a_sparse_embedding_gradient_is_compared_densely():
+    """`nn.Embedding(sparse=True)` gets a sparse gradient in torch: compared as the dense one JAX computes."""
+    tm = UserLSTM()
+    tm.emb.sparse = True
+    fm, variables = from_torch(tm, pooling="mean")
+    report = assert_parity(tm, fm, variables, _tokens())
+    assert "emb.weight" in {e.name for e in report.entries if e.kind == "gradient"}
+
+
 def test_frozen_parameters_are_not_compared_and_existing_gradients_are_left_alone():
     tm = UserLSTM()
     tm.emb.weight.requires_grad_(False)  # a frozen pretrained embedding: torch computes no gradient for it
