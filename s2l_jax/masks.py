@@ -26,26 +26,31 @@ def lengths_in_range(lengths: jax.Array, total_length: int) -> jax.Array:
     return (lengths >= 1) & (lengths <= total_length)
 
 
+def check_length_values(lengths, total_length: int) -> None:
+    """Refuse integer lengths outside `[1, total_length]` where their values are known (not under jit)."""
+    values = concrete(lengths)  # before jnp.asarray, which wraps int64 values past int32 without x64
+    if values is None or not values.size or not np.issubdtype(values.dtype, np.integer):
+        return
+    bad = np.flatnonzero((values < 1) | (values > total_length))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"lengths must lie in [1, {total_length}] (the padded length); "
+                         f"lengths[{i}] = {int(values.flat[i])} ({bad.size} bad in all)")
+
+
 def check_lengths(lengths, batch: int, total_length: int) -> jax.Array:
     """Validate `lengths` (one int per sequence, 1 <= length <= T) and return them as int32.
 
     Values are checked when they are concrete; under jit only shape and dtype can be (`SequenceClassifier` then
     turns the logits of a sequence with an out-of-range length into NaN, see `lengths_in_range`).
     """
-    values = concrete(lengths)  # before jnp.asarray, which wraps int64 values past int32 without x64
+    given = lengths
     lengths = jnp.asarray(lengths)
     if lengths.ndim != 1 or lengths.shape[0] != batch:
         raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
-    if values is not None and values.size:
-        bad = np.flatnonzero((values < 1) | (values > total_length))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"lengths must lie in [1, {total_length}] (the padded length); "
-                f"lengths[{i}] = {int(values[i])} ({bad.size} bad in all)"
-            )
+    check_length_values(given, total_length)
     # Values past int32 (int64 traced under x64, uint32) would wrap into valid lengths (2**32 + 2 -> 2): clipped
     # to [0, T + 1] first, they stay outside [1, T] for `lengths_in_range`.
     info, int32 = jnp.iinfo(lengths.dtype), jnp.iinfo(jnp.int32)

@@ -16,7 +16,7 @@ import numpy as np
 
 from s2l_jax.layers import check_token_ids
 from s2l_jax.lstm_vjp import joint_weights
-from s2l_jax.masks import check_lengths
+from s2l_jax.masks import check_length_values
 from s2l_jax.model import SequenceClassifier
 from s2l_jax.recurrent import direction_params, direction_weights, param_names
 
@@ -63,5 +63,5 @@ class Predictor:
         if self._config.vocab_size is not None:
             check_token_ids(inputs, self._config.vocab_size)
         if lengths is not None and len(shape) >= 2:
-            check_lengths(lengths, shape[0], shape[1])
+            check_length_values(lengths, shape[1])
         return self._apply(self._variables, inputs, lengths=lengths)
