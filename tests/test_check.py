@@ -161,6 +161,13 @@ def test_diff_names_shape_mismatch_nan_and_worst_element():
     assert d.worst_index == (1, 1) and d.actual == 4.1 and d.max_abs == pytest.approx(0.1)
 
 
+
+def test_max_rel_is_relative_to_torch_values_and_infinite_where_torch_is_zero():
+    tol = Tolerance(1e-5, 1e-5)
+    assert diff("gradient", "w", [0.0, 2.2, 1e-9], [0.0, 2.0, 1e-9], tol).max_rel == pytest.approx(0.1)
+    d = diff("gradient", "w", [1e-9, 2.0], [0.0, 2.0], tol)
+    assert d.passed and d.max_rel == float("inf")  # not 1e-9 / tiny = 4.5e298
+
 def test_tolerance_policy_by_dtype_and_forced_float32_matmuls():
     assert tolerance_for(np.float32) == Tolerance(1e-5, 1e-5) == tolerance_for(torch.float32, "gpu")
     assert tolerance_for("float64").atol == 1e-10 and tolerance_for(torch.bfloat16).rtol == 2e-2
