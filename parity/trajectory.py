@@ -60,6 +60,8 @@ class OptimizerSpec:
     weight_decay: float = 0.0
 
     def __post_init__(self):
+        if isinstance(self.name, str):  # torch's class names ("Adam", "SGD") mean the same optimizers
+            object.__setattr__(self, "name", self.name.lower())
         if self.name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.name!r}; expected one of {OPTIMIZERS}")
 

@@ -72,6 +72,11 @@ def test_wrong_weight_decay_placement_fails_at_step_one_naming_a_parameter():
     assert next(e for e in report.entries if e.label == "step 1 loss").passed  # same weights before step 1
 
 
+
+def test_optimizer_names_are_read_as_torch_spells_them_too():
+    assert OptimizerSpec("AdamW").name == "adamw" and OptimizerSpec("SGD").name == "sgd"
+    assert type(OptimizerSpec("Adam").torch([torch.zeros(1, requires_grad=True)])) is torch.optim.Adam
+
 def test_bad_optimizer_and_batch_sizes_are_refused():
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         OptimizerSpec("rmsprop")
