@@ -3,6 +3,7 @@ structure, renames prefixes and checks every key and shape."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import jax
@@ -190,6 +191,12 @@ def from_torch(module: nn.Module, *, pooling: str | None = None):
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     structure = discover(module, pooling)
+    drops = [(p, m.p) for p, m in module.named_modules() if isinstance(m, nn.Dropout)]
+    if len({rate for _, rate in drops}) > 1:
+        warnings.warn(f"dropout layers with different rates ({', '.join(f'{p}: p={r}' for p, r in drops)}); the "
+                      f"s2l_jax classifier has one, on the pooled features, and takes {drops[-1][0]}'s "
+                      f"p={drops[-1][1]}: inference is the same, training draws other masks than torch would",
+                      stacklevel=2)
     flax_module = SequenceClassifier(structure.config)
     flat = rename_prefixes(_checked_params(module), structure.paths, to_user=False)
     check_shapes(expected_shapes(flax_module, example_inputs(structure.config)), flat)

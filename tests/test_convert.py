@@ -133,3 +133,20 @@ def test_bfloat16_params_convert_to_torch_bit_for_bit():
     state = to_torch(variables)
     for k, v in tm.state_dict().items():
         assert state[k].dtype == torch.bfloat16 and torch.equal(state[k], v), k
+
+
+class WithDropouts(nn.Module):
+    def __init__(self, *rates: float):
+        super().__init__()
+        self.emb = nn.Embedding(5, 3)
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.drops = nn.ModuleList(nn.Dropout(p) for p in rates)
+        self.fc = nn.Linear(4, 2)
+
+
+def test_dropout_rate_is_carried_and_differing_rates_are_warned_about(recwarn):
+    assert from_torch(WithDropouts(0.3, 0.3), pooling="last")[0].config.dropout == 0.3
+    assert not recwarn.list
+    with pytest.warns(UserWarning, match=r"drops.0: p=0.2, drops.1: p=0.5\).* takes drops.1's p=0.5"):
+        model, _ = from_torch(WithDropouts(0.2, 0.5), pooling="last")
+    assert model.config.dropout == 0.5
