@@ -10,6 +10,7 @@ dropout keys of (seed, step), so resuming ends with parameters identical to an u
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -48,8 +49,29 @@ def _mismatch(stored: dict, given: dict) -> list[str]:
     return [f"{k}={stored.get(k)!r} (flags/config say {given[k]!r})" for k in given if stored.get(k) != given[k]]
 
 
-def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: TrainConfig, log):
-    """The checkpoint to resume from (or None), refusing to overwrite an existing run or to resume another one."""
+def data_fingerprint(data: Dataset) -> dict:
+    """Rows and a SHA-256 of a dataset's arrays and label names: a run resumes only on the data it was trained on."""
+    h = hashlib.sha256(json.dumps(list(data.label_names)).encode())
+    for a in (data.inputs, data.lengths, data.labels):
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a))
+    return {"rows": len(data), "sha256": h.hexdigest()}
+
+
+def _data_mismatch(stored: dict | None, given: dict) -> list[str]:
+    problems = []
+    for key, what in (("train", "training"), ("valid", "validation")):
+        old, new = (stored or {}).get(key), given[key]
+        if old is not None and old != new:
+            now = "" if old["rows"] != new["rows"] else " with other contents"
+            problems.append(f"{what} data differs from the checkpoint's ({old['rows']} rows, now {new['rows']}{now})")
+    return problems
+
+
+def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: TrainConfig, log,
+           data: dict | None = None):
+    """The checkpoint to resume from (or None), refusing to overwrite an existing run or to resume another one
+    (another config, or other data than its `data_fingerprint`s)."""
     if out is None:
         return None
     ckpt = latest_checkpoint(out / "checkpoints")
@@ -69,6 +91,10 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
                                                                                  dataclasses.asdict(cfg))
     if problems:
         raise ValueError(f"checkpoint {ckpt} is from an incompatible config: " + "; ".join(problems))
+    problems = _data_mismatch(state.get("data"), data) if data is not None else []
+    if problems:
+        raise ValueError(f"checkpoint {ckpt}: " + "; ".join(problems) + "; resume with the data it was trained on "
+                         "or choose another --out")
     return ckpt
 
 
@@ -110,7 +136,8 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     if valid.multi_label != train.multi_label:
         raise ValueError("training and validation data must both be multi-label or both single-label")
     out = Path(out) if out is not None else None
-    ckpt = _start(out, resume, model_cfg, cfg, log)
+    fingerprints = {"train": data_fingerprint(train), "valid": data_fingerprint(valid)} if out else None
+    ckpt = _start(out, resume, model_cfg, cfg, log, fingerprints)
     mesh = default_mesh(mesh, cfg.batch_size)
     if mesh is not None and mesh.size > 1:
         log(f"data parallel: each batch of {cfg.batch_size} split over {mesh.size} {mesh.devices.flat[0].platform} "
@@ -143,7 +170,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         if out is not None:
             state = {**run, "model_config": model_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
                      "rng": {"seed": cfg.seed, "data_order": "default_rng([seed, epoch])",
-                             "dropout": "fold_in(key(seed), step)"}, "meta": meta}
+                             "dropout": "fold_in(key(seed), step)"}, "meta": meta, "data": fingerprints}
             save_checkpoint(out / "checkpoints", step, params, opt_state, state, cfg.keep_checkpoints)
 
     def finish_step(epoch: int, plan: list, b: int, count: int, outputs) -> None:

@@ -89,3 +89,19 @@ def test_a_crash_while_pruning_leaves_every_step_named_checkpoint_whole(tmp_path
     assert latest_checkpoint(tmp_path).name == "step_00000002"
     save_checkpoint(tmp_path, 3, params, (), {"x": 3}, keep=1)  # the next save sweeps what the crash left
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000003"]
+
+
+def test_resuming_on_other_training_or_validation_data_is_refused(tmp_path):
+    """Another dataset changes the batches, the schedule's length and the best-model choice: the resumed run
+    would silently be neither the old run nor a new one."""
+    data = tiny_text()
+    cfg = TrainConfig(epochs=2, batch_size=8)
+    fit(tiny_cfg(), cfg, data, data, out=tmp_path, **QUIET)
+    with pytest.raises(ValueError, match=r"training data differs from the checkpoint's \(16 rows"):
+        fit(tiny_cfg(), cfg, tiny_text(seed=1), data, out=tmp_path, resume=True, **QUIET)
+    with pytest.raises(ValueError, match=r"training data differs from the checkpoint's \(16 rows, now 20"):
+        fit(tiny_cfg(), cfg, tiny_text(20), data, out=tmp_path, resume=True, **QUIET)
+    with pytest.raises(ValueError, match=r"validation data differs from the checkpoint's"):
+        fit(tiny_cfg(), cfg, data, tiny_text(seed=1), out=tmp_path, resume=True, **QUIET)
+    resumed = fit(tiny_cfg(), cfg, data, data, out=tmp_path, resume=True, **QUIET)  # the same data: accepted
+    assert len(resumed.history) == 2
