@@ -60,6 +60,18 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def read_state(path: str | os.PathLike) -> dict:
+    """The JSON state of checkpoint directory `path`; a truncated or corrupt file is an error naming it."""
+    f = Path(path) / STATE
+    try:
+        state = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not a readable checkpoint state (truncated or corrupt?): {e}") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"{f} is not a readable checkpoint state (truncated or corrupt?): not a JSON object")
+    return state
+
+
 def save_checkpoint(directory: str | os.PathLike, step: int, params, opt_state, state: dict, keep: int = 2) -> Path:
     """Atomically write checkpoint `step`; then delete all but the newest `keep` and anything a crash left."""
     d = Path(directory)
@@ -96,7 +108,7 @@ def load_checkpoint(path: str | os.PathLike, params_like, opt_state_like) -> tup
     if not (path / STATE).is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no {STATE})")
     tensors, _ = read_safetensors(path / ARRAYS)
-    state = json.loads((path / STATE).read_text())
+    state = read_state(path)
     params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
     opt = {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
     check_shapes({k: np.shape(v) for k, v in flatten(params_like).items()}, params, what=f"checkpoint {path}")

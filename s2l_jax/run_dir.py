@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+from s2l_jax.checkpoint import read_state
 from s2l_jax.data import Dataset
 from s2l_jax.text import data_format, encode_texts, read_table
 from s2l_jax.train import make_steps
@@ -25,7 +26,7 @@ def load_run(directory: str | Path):
 
 def read_meta_of_checkpoint(checkpoint: Path) -> dict:
     """The data description a checkpoint was trained with (its vocabulary and labels are reused on resume)."""
-    return json.loads((checkpoint / "state.json").read_text())["meta"]
+    return read_state(checkpoint)["meta"]
 
 
 def eval_step_for(model, meta: dict):

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from s2l_jax.curves import MetricsLog, Progress, plot_curves
 from s2l_jax.data import Dataset, epoch_plan, gather
 from s2l_jax.model import ClassifierConfig, SequenceClassifier
@@ -86,7 +86,7 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
                              "(nothing was overwritten)")
         log(f"no checkpoint in {out}; starting from scratch")
         return None
-    state = json.loads((ckpt / "state.json").read_text())
+    state = read_state(ckpt)
     problems = _mismatch(state["model_config"], model_cfg.to_dict()) + _mismatch(state["train_config"],
                                                                                  dataclasses.asdict(cfg))
     if problems:

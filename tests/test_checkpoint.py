@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import jax
@@ -6,6 +7,7 @@ import pytest
 from test_train import QUIET, tiny_cfg, tiny_text
 
 from s2l_jax.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+from s2l_jax.run_dir import read_meta_of_checkpoint
 from s2l_jax.train import TrainConfig
 from s2l_jax.trainer import fit
 from s2l_jax.weights import read_safetensors
@@ -105,3 +107,18 @@ def test_resuming_on_other_training_or_validation_data_is_refused(tmp_path):
         fit(tiny_cfg(), cfg, data, tiny_text(seed=1), out=tmp_path, resume=True, **QUIET)
     resumed = fit(tiny_cfg(), cfg, data, data, out=tmp_path, resume=True, **QUIET)  # the same data: accepted
     assert len(resumed.history) == 2
+
+
+def test_a_corrupt_checkpoint_state_file_is_an_error_naming_it(tmp_path):
+    data = tiny_text()
+    fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, **QUIET)
+    state = latest_checkpoint(tmp_path / "checkpoints") / "state.json"
+    state.write_text(state.read_text()[:40])
+    named = re.escape(str(state))
+    with pytest.raises(ValueError, match=rf"{named} is not a readable checkpoint state \(truncated or corrupt\?\)"):
+        read_meta_of_checkpoint(state.parent)  # what `s2l train --resume` reads first
+    with pytest.raises(ValueError, match=rf"{named} is not a readable checkpoint state"):
+        fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
+    state.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=rf"{named} is not a readable checkpoint state"):
+        fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
