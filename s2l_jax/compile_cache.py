@@ -10,17 +10,18 @@ from pathlib import Path
 
 import jax
 
-ENV = "S2L_COMPILE_CACHE"  # a directory, or "off"
+ENV = "S2L_COMPILE_CACHE"  # a directory, "off", or "on" (the default place)
 OFF = ("", "0", "off", "false", "no")
+ON = ("1", "on", "true", "yes")  # not a directory named "1" in the working directory
 MAX_BYTES = 1 << 30  # least recently used executables are evicted beyond this
 MIN_COMPILE_SECONDS = 0.0  # small programs add up: every one is cached (s2l train, 3 epochs, warm: 4.2 -> 4.0 s)
 
 
 def cache_dir() -> Path | None:
-    """Where the command line caches: `$S2L_COMPILE_CACHE` (None when "off"), else `$XDG_CACHE_HOME/s2l_jax/xla`
-    (`~/.cache/s2l_jax/xla`)."""
+    """Where the command line caches: `$S2L_COMPILE_CACHE` (None when "off"), else (or when "on")
+    `$XDG_CACHE_HOME/s2l_jax/xla` (`~/.cache/s2l_jax/xla`)."""
     value = os.environ.get(ENV)
-    if value is not None:
+    if value is not None and value.strip().lower() not in ON:
         return None if value.strip().lower() in OFF else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "s2l_jax" / "xla"

@@ -71,3 +71,10 @@ def test_cache_dir_defaults_under_xdg_cache_home(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "s2l_jax" / "xla"
     monkeypatch.setenv("S2L_COMPILE_CACHE", "~/x")
     assert cache_dir() == Path.home() / "x"
+
+
+@pytest.mark.parametrize("value", ["1", "on", "true", " YES "])
+def test_cache_dir_reads_on_values_as_the_default_place_not_a_directory_named_so(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("S2L_COMPILE_CACHE", value)
+    assert cache_dir() == tmp_path / "s2l_jax" / "xla"
