@@ -29,7 +29,8 @@ def use_cpu_devices(count: int = 0) -> int:
     """
     if count < 0:
         raise ValueError(f"CPU device count must be >= 0 (0: one per core), got {count}")
-    count = count or len(os.sched_getaffinity(0))
+    if not count:  # sched_getaffinity: the cores this process may use (Linux only)
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError as e:

@@ -192,3 +192,11 @@ def test_use_cpu_devices_refuses_a_negative_count_and_a_running_backend():
     jax.numpy.zeros(1).block_until_ready()
     with pytest.raises(RuntimeError, match=r"use_cpu_devices\(2\) must run before JAX computes anything"):
         use_cpu_devices(2)
+
+
+def test_use_cpu_devices_counts_cores_where_the_os_has_no_affinity_call(monkeypatch):
+    """macOS and Windows have no `os.sched_getaffinity`: `--cpu-devices 0` must still count the cores."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    jax.numpy.zeros(1).block_until_ready()
+    with pytest.raises(RuntimeError, match=rf"use_cpu_devices\({os.cpu_count()}\) must run before"):
+        use_cpu_devices(0)
