@@ -160,6 +160,10 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         run, step = {k: state[k] for k in run}, state["step"]
         if (out / "model.safetensors").exists():
             best_params = jax.tree.map(jax.numpy.asarray, load_weights(out / "model.safetensors")[0])
+        elif run["best_loss"] is not None:  # else the initial params would pass for the best model
+            log(f"{out / 'model.safetensors'} (the best model of epochs before {run['epoch']}) is missing: the "
+                "best of the epochs still to run is kept instead")
+            run.update(best_loss=None, bad_epochs=0)
         log(f"resumed from {ckpt} (epoch {run['epoch']}, batch {run['batch']})")
     metrics_log = MetricsLog(out / "metrics.jsonl", step if ckpt is not None else None) if out else None
     if mesh is not None:

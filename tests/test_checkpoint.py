@@ -1,3 +1,4 @@
+import json
 import re
 import shutil
 
@@ -7,10 +8,11 @@ import pytest
 from test_train import QUIET, tiny_cfg, tiny_text
 
 from s2l_jax.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+from s2l_jax.params import flatten
 from s2l_jax.run_dir import read_meta_of_checkpoint
 from s2l_jax.train import TrainConfig
 from s2l_jax.trainer import fit
-from s2l_jax.weights import read_safetensors
+from s2l_jax.weights import load_weights, read_safetensors
 
 CFG = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, warmup_steps=2, checkpoint_every=3, keep_checkpoints=20)
 
@@ -122,3 +124,21 @@ def test_a_corrupt_checkpoint_state_file_is_an_error_naming_it(tmp_path):
     state.write_text("[1, 2]")
     with pytest.raises(ValueError, match=rf"{named} is not a readable checkpoint state"):
         fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
+
+
+def test_resuming_without_the_best_model_file_keeps_the_best_of_the_remaining_epochs(tmp_path):
+    data, cfg = tiny_text(), CFG
+    fit(tiny_cfg(), cfg, data, data, out=tmp_path, **QUIET)
+    for later in list_checkpoints(tmp_path / "checkpoints")[2:]:
+        shutil.rmtree(later)  # back to step 4, the end of epoch 1
+    state = latest_checkpoint(tmp_path / "checkpoints") / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "best_loss": -1.0}))  # no later epoch beats it
+    (tmp_path / "model.safetensors").unlink()
+    lines = []
+    resumed = fit(tiny_cfg(), cfg, data, data, out=tmp_path, resume=True, **{**QUIET, "log": lines.append})
+    assert any("model.safetensors (the best model of epochs before 2) is missing" in line for line in lines)
+    assert resumed.best_epoch >= 2 and (tmp_path / "model.safetensors").is_file()
+    saved = load_weights(tmp_path / "model.safetensors")[0]
+    assert flatten(saved).keys() == flatten(resumed.best_params).keys()
+    for k, v in flatten(saved).items():
+        np.testing.assert_array_equal(v, flatten(resumed.best_params)[k])
