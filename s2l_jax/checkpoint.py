@@ -60,8 +60,9 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def read_state(path: str | os.PathLike) -> dict:
-    """The JSON state of checkpoint directory `path`; a truncated or corrupt file is an error naming it."""
+def read_state(path: str | os.PathLike, required: tuple[str, ...] = ("step",)) -> dict:
+    """The JSON state of checkpoint directory `path`; a truncated or corrupt file, or one without the
+    `required` keys (another program's, an older format), is an error naming it."""
     f = Path(path) / STATE
     try:
         state = json.loads(f.read_text())
@@ -69,6 +70,9 @@ def read_state(path: str | os.PathLike) -> dict:
         raise ValueError(f"{f} is not a readable checkpoint state (truncated or corrupt?): {e}") from e
     if not isinstance(state, dict):
         raise ValueError(f"{f} is not a readable checkpoint state (truncated or corrupt?): not a JSON object")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"{f} is not an s2l_jax training checkpoint: it lacks {', '.join(missing)}")
     return state
 
 

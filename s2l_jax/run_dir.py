@@ -26,7 +26,7 @@ def load_run(directory: str | Path):
 
 def read_meta_of_checkpoint(checkpoint: Path) -> dict:
     """The data description a checkpoint was trained with (its vocabulary and labels are reused on resume)."""
-    return read_state(checkpoint)["meta"]
+    return read_state(checkpoint, ("meta",))["meta"]
 
 
 def eval_step_for(model, meta: dict):

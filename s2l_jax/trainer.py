@@ -31,6 +31,15 @@ from s2l_jax.train import TrainConfig, evaluate, make_optimizer, make_schedule, 
 from s2l_jax.weights import atomic_write, load_weights, save_weights
 
 
+def _new_run() -> dict:
+    """A run's progress, as its checkpoints hold it."""
+    return {"epoch": 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0, "history": [], "best_loss": None,
+            "best_epoch": 0, "bad_epochs": 0, "finished": False}
+
+
+RUN_KEYS = tuple(_new_run())
+
+
 class TrainingDiverged(ValueError):
     """The loss, a gradient, the updated params or the validation loss became NaN/Inf; the message names the step
     and the batch's rows."""
@@ -86,7 +95,7 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
                              "(nothing was overwritten)")
         log(f"no checkpoint in {out}; starting from scratch")
         return None
-    state = read_state(ckpt)
+    state = read_state(ckpt, ("step", "model_config", "train_config", "meta", *RUN_KEYS))
     problems = _mismatch(state["model_config"], model_cfg.to_dict()) + _mismatch(state["train_config"],
                                                                                  dataclasses.asdict(cfg))
     if problems:
@@ -152,8 +161,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     params = jax.jit(model.init)(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
     opt_state = tx.init(params)
     train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label, mesh)
-    run = {"epoch": 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0, "history": [], "best_loss": None,
-           "best_epoch": 0, "bad_epochs": 0, "finished": False}
+    run = _new_run()
     best_params, step = params, 0
     if ckpt is not None:
         params, opt_state, state = load_checkpoint(ckpt, params, opt_state)

@@ -124,6 +124,10 @@ def test_a_corrupt_checkpoint_state_file_is_an_error_naming_it(tmp_path):
     state.write_text("[1, 2]")
     with pytest.raises(ValueError, match=rf"{named} is not a readable checkpoint state"):
         fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
+    state.write_text(json.dumps({"step": 3, "meta": {}}))  # another program's, or an older format
+    with pytest.raises(ValueError, match=rf"{named} is not an s2l_jax training checkpoint: it lacks model_config, "
+                                         "train_config, epoch"):
+        fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
 
 
 def test_resuming_without_the_best_model_file_keeps_the_best_of_the_remaining_epochs(tmp_path):
