@@ -173,13 +173,14 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
                 "best of the epochs still to run is kept instead")
             run.update(best_loss=None, bad_epochs=0)
         log(f"resumed from {ckpt} (epoch {run['epoch']}, batch {run['batch']})")
-    metrics_log = MetricsLog(out / "metrics.jsonl", step if ckpt is not None else None) if out else None
+    writes = out is not None and jax.process_index() == 0  # multi-host: one process writes the shared run
+    metrics_log = MetricsLog(out / "metrics.jsonl", step if ckpt is not None else None) if writes else None
     if mesh is not None:
         params, opt_state = replicate(params, mesh), replicate(opt_state, mesh)
     meta = dict(meta or {})
 
     def checkpoint() -> None:
-        if out is not None:
+        if writes:
             state = {**run, "model_config": model_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
                      "rng": {"seed": cfg.seed, "data_order": "default_rng([seed, epoch])",
                              "dropout": "fold_in(key(seed), step)"}, "meta": meta, "data": fingerprints}
@@ -243,7 +244,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         if improved:
             run["best_loss"], run["best_epoch"], run["bad_epochs"] = metrics["loss"], epoch, 0
             best_params = params
-            if out is not None:
+            if writes:
                 save_weights(out / "model.safetensors", params, model_cfg)
         else:
             run["bad_epochs"] += 1
@@ -256,7 +257,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         run.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, finished=stop)
         if metrics_log:
             metrics_log.write(record)
-        if out is not None:  # before the checkpoint: a run killed in between redoes this epoch and rewrites it
+        if writes:  # before the checkpoint: a run killed in between redoes this epoch and rewrites it
             info = {**meta, "history": run["history"], "best_epoch": run["best_epoch"],
                     "train_config": dataclasses.asdict(cfg)}
             atomic_write(out / "meta.json", lambda tmp, info=info: Path(tmp).write_text(json.dumps(info)))

@@ -250,3 +250,14 @@ def test_a_nan_validation_loss_stops_the_run_instead_of_freezing_the_best_model(
     with pytest.raises(TrainingDiverged, match=r"validation loss nan after epoch 1 \(step 2\)"):
         fit(cfg, TrainConfig(epochs=3, batch_size=4), data, bad, out=tmp_path, **QUIET)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_only_the_first_process_of_a_multi_host_run_writes_the_run_directory(tmp_path, monkeypatch):
+    data, cfg = tiny_text(), TrainConfig(epochs=2, batch_size=8, checkpoint_every=1)
+    first = fit(tiny_cfg(), cfg, data, data, out=tmp_path / "p0", **QUIET)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)  # what a second host's process reports
+    other = fit(tiny_cfg(), cfg, data, data, out=tmp_path / "p1", **QUIET)
+    assert sorted(p.name for p in (tmp_path / "p0").iterdir()) == [
+        "checkpoints", "curves.png", "meta.json", "metrics.jsonl", "model.safetensors"]
+    assert not (tmp_path / "p1").exists() or not any((tmp_path / "p1").iterdir())
+    assert other.history[-1]["valid_loss"] == first.history[-1]["valid_loss"]  # it trained all the same
