@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from safetensors.numpy import save_file
 
-from s2l_jax.params import check_shapes, flatten, unflatten
+from s2l_jax.params import check_finite, check_shapes, flatten, unflatten
 from s2l_jax.weights import read_safetensors
 
 ARRAYS, STATE = "arrays.safetensors", "state.json"
@@ -105,6 +105,14 @@ def save_checkpoint(directory: str | os.PathLike, step: int, params, opt_state, 
     return final
 
 
+def _check_dtypes(template: dict, loaded: dict, what: str) -> None:
+    """Refuse tensors of another dtype than the run's (a float64 checkpoint would be rounded silently)."""
+    dtypes = {k: np.dtype(getattr(t, "dtype", None) or np.asarray(t).dtype) for k, t in template.items()}
+    wrong = [f"{k!r} is {loaded[k].dtype}, the run's is {d}" for k, d in dtypes.items() if loaded[k].dtype != d]
+    if wrong:
+        raise ValueError(f"{what}: " + "; ".join(wrong) + " (float64 runs need jax_enable_x64 to resume)")
+
+
 def load_checkpoint(path: str | os.PathLike, params_like, opt_state_like) -> tuple[Any, Any, dict]:
     """(params, opt_state, state) from a checkpoint directory, shaped like the given templates; a checkpoint
     from another architecture or optimizer is an error naming the differing keys and shapes."""
@@ -118,6 +126,9 @@ def load_checkpoint(path: str | os.PathLike, params_like, opt_state_like) -> tup
     check_shapes({k: np.shape(v) for k, v in flatten(params_like).items()}, params, what=f"checkpoint {path}")
     template = _opt_leaves(opt_state_like)
     check_shapes({k: np.shape(v) for k, v in template.items()}, opt, what=f"optimizer state in {path}")
+    _check_dtypes(flatten(params_like), params, f"checkpoint {path}")
+    _check_dtypes(template, opt, f"optimizer state in {path}")
+    check_finite({**params, **{f"opt.{k}": v for k, v in opt.items()}}, f"checkpoint {path}")  # a corrupt file
     treedef = jax.tree_util.tree_structure(opt_state_like)
     opt_state = jax.tree_util.tree_unflatten(
         treedef, [jax.numpy.asarray(opt[k], dtype=np.asarray(t).dtype) for k, t in template.items()]

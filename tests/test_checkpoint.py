@@ -5,6 +5,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 from test_train import QUIET, tiny_cfg, tiny_text
 
 from s2l_jax.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
@@ -146,3 +147,17 @@ def test_resuming_without_the_best_model_file_keeps_the_best_of_the_remaining_ep
     assert flatten(saved).keys() == flatten(resumed.best_params).keys()
     for k, v in flatten(saved).items():
         np.testing.assert_array_equal(v, flatten(resumed.best_params)[k])
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.astype(np.float64), r"'fc.bias' is float64, the run's is float32 \(float64 runs need jax_enable_x64"),
+    (lambda a: np.full_like(a, np.nan), r"tensor 'fc.bias' contains NaN or Inf \(2 of 2 values\)"),
+])
+def test_a_checkpoint_with_other_dtypes_or_nan_weights_is_refused_naming_the_tensor(tmp_path, change, message):
+    data = tiny_text()
+    fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, **QUIET)
+    arrays = latest_checkpoint(tmp_path / "checkpoints") / "arrays.safetensors"
+    tensors = read_safetensors(arrays)[0]
+    save_file({**tensors, "params.fc.bias": change(tensors["params.fc.bias"])}, arrays)
+    with pytest.raises(ValueError, match=message):
+        fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
