@@ -31,6 +31,8 @@ def check_length_values(lengths, total_length: int) -> None:
     values = concrete(lengths)  # before jnp.asarray, which wraps int64 values past int32 without x64
     if values is None or not values.size or not np.issubdtype(values.dtype, np.integer):
         return
+    if values.min() >= 1 and values.max() <= total_length:  # the usual case
+        return
     bad = np.flatnonzero((values < 1) | (values > total_length))
     if bad.size:
         i = int(bad[0])
