@@ -428,8 +428,8 @@ class _Recurrent(nn.Module):
         if not self.batch_first:
             x = jnp.swapaxes(x, 0, 1)  # (batch, time, features)
         batch, total = x.shape[0], x.shape[1]
-        if total < 1:
-            raise ValueError(f"input has no time steps: shape {tuple(x.shape)}")
+        if total < 1 or x.shape[-1] < 1:  # torch: "input_size must be greater than zero"
+            raise ValueError(f"input has no time steps or no features: shape {tuple(x.shape)}")
         params = {**self._make_params(x.shape[-1]), **self.variables.get("layout", {})}
         if lengths is not None:
             lengths = check_lengths(lengths, batch, total)

@@ -27,7 +27,7 @@ from torch import nn
 from parity import TorchSequenceClassifier, from_torch, to_torch, torch_recurrent
 from parity.infer import infer_architecture
 from parity.io import convert_file, load_classifier_file, read_state_dict
-from s2l_jax import ClassifierConfig, SequenceClassifier
+from s2l_jax import GRU, LSTM, RNN, ClassifierConfig, SequenceClassifier
 from s2l_jax.cli import main
 from s2l_jax.params import flatten
 from s2l_jax.recurrent import make_encoder
@@ -513,8 +513,14 @@ def test_empty_batch_and_empty_sequences(small, jit):
     apply = jax.jit(model.apply) if jit else model.apply  # shapes are static: refused under jit too
     with pytest.raises(ValueError, match="^empty batch"):
         apply(variables, jnp.ones((0, T), jnp.int32))
-    with pytest.raises(ValueError, match=re.escape("input has no time steps: shape (2, 0, 4)")):
+    with pytest.raises(ValueError, match=re.escape("input has no time steps or no features: shape (2, 0, 4)")):
         apply(variables, jnp.ones((2, 0), jnp.int32))
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+def test_recurrent_layers_refuse_inputs_without_features_as_torch_does(cls):
+    with pytest.raises(ValueError, match=re.escape("input has no time steps or no features: shape (2, 3, 0)")):
+        cls(4, batch_first=True).init(jax.random.key(0), jnp.ones((2, 3, 0)))
 
 
 @pytest.mark.parametrize("flag,value", [("--batch", "0"), ("--length", "0")], ids=["batch-0", "length-0"])
