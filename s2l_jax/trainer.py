@@ -162,7 +162,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     opt_state = tx.init(params)
     train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label, mesh)
     run = _new_run()
-    best_params, step = params, 0
+    best_params, step, devices = params, 0, mesh.size if mesh is not None else 1
     if ckpt is not None:
         params, opt_state, state = load_checkpoint(ckpt, params, opt_state)
         run, step = {k: state[k] for k in run}, state["step"]
@@ -172,6 +172,9 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
             log(f"{out / 'model.safetensors'} (the best model of epochs before {run['epoch']}) is missing: the "
                 "best of the epochs still to run is kept instead")
             run.update(best_loss=None, bad_epochs=0)
+        if state.get("devices", devices) != devices:
+            log(f"the checkpoint was written on {state['devices']} device(s), this run has {devices}: it continues, "
+                "but not bit-identical to an uninterrupted run (gradient sums and dropout masks follow the split)")
         log(f"resumed from {ckpt} (epoch {run['epoch']}, batch {run['batch']})")
     writes = out is not None and jax.process_index() == 0  # multi-host: one process writes the shared run
     metrics_log = MetricsLog(out / "metrics.jsonl", step if ckpt is not None else None) if writes else None
@@ -183,7 +186,8 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         if writes:
             state = {**run, "model_config": model_cfg.to_dict(), "train_config": dataclasses.asdict(cfg),
                      "rng": {"seed": cfg.seed, "data_order": "default_rng([seed, epoch])",
-                             "dropout": "fold_in(key(seed), step)"}, "meta": meta, "data": fingerprints}
+                             "dropout": "fold_in(key(seed), step)"}, "meta": meta, "data": fingerprints,
+                     "devices": devices}
             save_checkpoint(out / "checkpoints", step, params, opt_state, state, cfg.keep_checkpoints)
 
     def finish_step(epoch: int, plan: list, b: int, count: int, outputs) -> None:

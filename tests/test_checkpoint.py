@@ -161,3 +161,17 @@ def test_a_checkpoint_with_other_dtypes_or_nan_weights_is_refused_naming_the_ten
     save_file({**tensors, "params.fc.bias": change(tensors["params.fc.bias"])}, arrays)
     with pytest.raises(ValueError, match=message):
         fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
+
+
+def test_resuming_on_another_device_count_says_the_run_is_no_longer_bit_identical(tmp_path):
+    data = tiny_text()
+    fit(tiny_cfg(), CFG, data, data, out=tmp_path, **QUIET)
+    for later in list_checkpoints(tmp_path / "checkpoints")[1:]:
+        shutil.rmtree(later)
+    state = latest_checkpoint(tmp_path / "checkpoints") / "state.json"
+    assert json.loads(state.read_text())["devices"] == 1
+    state.write_text(json.dumps({**json.loads(state.read_text()), "devices": 2}))  # as a 2-device run writes it
+    lines = []
+    fit(tiny_cfg(), CFG, data, data, out=tmp_path, resume=True, **{**QUIET, "log": lines.append})
+    assert any("written on 2 device(s), this run has 1: it continues, but not bit-identical" in line
+               for line in lines)
