@@ -107,7 +107,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, params, opt_state, 
 
 def _check_dtypes(template: dict, loaded: dict, what: str) -> None:
     """Refuse tensors of another dtype than the run's (a float64 checkpoint would be rounded silently)."""
-    dtypes = {k: np.dtype(getattr(t, "dtype", None) or np.asarray(t).dtype) for k, t in template.items()}
+    dtypes = {k: np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype for k, t in template.items()}
     wrong = [f"{k!r} is {loaded[k].dtype}, the run's is {d}" for k, d in dtypes.items() if loaded[k].dtype != d]
     if wrong:
         raise ValueError(f"{what}: " + "; ".join(wrong) + " (float64 runs need jax_enable_x64 to resume)")
