@@ -44,9 +44,12 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def check_batch_size(mesh: Mesh, batch_size: int) -> None:
-    if batch_size % mesh.size:
-        raise ValueError(f"batch size {batch_size} does not split over {mesh.size} devices; use a multiple of "
-                         f"{mesh.size}")
+    """The batch splits over the mesh's "data" axis (other axes, e.g. a user's "model" axis, replicate it)."""
+    if "data" not in mesh.axis_names:
+        raise ValueError(f"the mesh needs a 'data' axis to split batches over, got axes {mesh.axis_names}")
+    n = mesh.shape["data"]
+    if batch_size % n:
+        raise ValueError(f"batch size {batch_size} does not split over {n} devices; use a multiple of {n}")
 
 
 def default_mesh(mesh: Mesh | None, batch_size: int) -> Mesh | None:

@@ -149,8 +149,8 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     ckpt = _start(out, resume, model_cfg, cfg, log, fingerprints)
     mesh = default_mesh(mesh, cfg.batch_size)
     if mesh is not None and mesh.size > 1:
-        log(f"data parallel: each batch of {cfg.batch_size} split over {mesh.size} {mesh.devices.flat[0].platform} "
-            "devices")
+        log(f"data parallel: each batch of {cfg.batch_size} split over {mesh.shape['data']} "
+            f"{mesh.devices.flat[0].platform} devices")
     model = SequenceClassifier(model_cfg, options=options or ScanOptions())
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs

@@ -57,6 +57,18 @@ try:
     raise SystemExit("a batch of 6 over 8 devices was not refused")
 except ValueError as e:
     assert "batch size 6 does not split over 8 devices" in str(e), e
+from jax.sharding import Mesh
+grid = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))  # a user's 2-D mesh: 4-way data split
+short = dataclasses.replace(cfg, epochs=1, batch_size=4)
+a, b = (fit(tiny_cfg(), short, data, data, log=lambda s: None, mesh=m).params
+        for m in (data_mesh(jax.devices()[:1]), grid))
+worst_grid = max(float(np.max(np.abs(np.asarray(p) - np.asarray(q)))) for p, q in zip(*map(jax.tree.leaves, (a, b))))
+assert worst_grid < 1e-5, worst_grid
+try:
+    fit(tiny_cfg(), short, data, data, log=lambda s: None, mesh=Mesh(np.array(jax.devices()), ("batch",)))
+    raise SystemExit("a mesh without a 'data' axis was not refused")
+except ValueError as e:
+    assert "the mesh needs a 'data' axis to split batches over, got axes ('batch',)" in str(e), e
 from s2l_jax import Predictor, SequenceClassifier
 from s2l_jax.sharding import shard_batch
 model = SequenceClassifier(tiny_cfg("attention"))
