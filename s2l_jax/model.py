@@ -63,6 +63,10 @@ class ClassifierConfig:
         for name in ("hidden_size", "num_classes", "num_layers", *used):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.proj_size and self.cell != "lstm":
+            raise ValueError(f"proj_size is only defined for the lstm cell, not {self.cell!r}")
+        if not 0 <= self.proj_size < self.hidden_size:
+            raise ValueError(f"proj_size must lie in [0, hidden_size={self.hidden_size}), got {self.proj_size}")
         for name in ("dropout", "rnn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from s2l_jax.checkpoint import latest_checkpoint
 from s2l_jax.model import PRESETS
+from s2l_jax.pooling import POOLINGS
 from s2l_jax.recurrent import CELLS, ScanOptions
 from s2l_jax.run_dir import read_labelled, read_meta_of_checkpoint
 from s2l_jax.sharding import CPU_DEVICES_HELP
@@ -32,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
     p.add_argument("--cell", choices=CELLS, help="recurrent cell (default: the preset's, lstm)")
     p.add_argument("--num-layers", type=int, help="stacked recurrent layers (default: the preset's, 1)")
+    p.add_argument("--pooling", choices=POOLINGS, help="how the head condenses time (default: the preset's)")
+    p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the recurrence both ways (default: the preset's; 'last' pools the last layer's "
+                        "final backward state, as torch's h_n[-1])")
+    p.add_argument("--embedding-dim", type=int, help="token embedding width (text data; default: the preset's, 50)")
+    p.add_argument("--proj-size", type=int, help="LSTM projection of h to this size (torch's proj_size; 0: none)")
+    p.add_argument("--dropout", type=float, help="dropout on the pooled features before the classifier (default 0)")
+    p.add_argument("--rnn-dropout", type=float, help="dropout between stacked recurrent layers (default 0)")
     p.add_argument("--remat", action="store_true", help="recompute the recurrence in the backward pass: "
                    "training memory grows with time / 16 instead of time, for long sequences (one extra forward)")
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -108,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     if len(meta["labels"]) < 2 and meta.get("label_sep") is None:
         raise ValueError(f"the training data holds one class, {meta['labels']}: a classifier needs at least two")
     model_cfg = PRESETS[args.preset].replace(num_classes=len(meta["labels"]), **model_input)
-    overrides = {"hidden_size": args.hidden_size, "cell": args.cell, "num_layers": args.num_layers}
+    if args.embedding_dim is not None and model_input["vocab_size"] is None:
+        raise ValueError("--embedding-dim applies to text data; these inputs are feature vectors (no embedding)")
+    overrides = {"hidden_size": args.hidden_size, "cell": args.cell, "num_layers": args.num_layers,
+                 "pooling": args.pooling, "bidirectional": args.bidirectional, "embedding_dim": args.embedding_dim,
+                 "proj_size": args.proj_size, "dropout": args.dropout, "rnn_dropout": args.rnn_dropout}
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,

@@ -116,6 +116,47 @@ def test_cell_layers_and_remat_flags_train_a_stacked_gru_and_remat_changes_nothi
     assert main(["evaluate", str(tmp_path / "remat"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
 
 
+def test_architecture_flags_build_that_model_and_it_matches_torch(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    out = tmp_path / "o"
+    assert main(["train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--preset", "last",
+                 "--pooling", "max", "--bidirectional", "--num-layers", "2", "--hidden-size", "12",
+                 "--proj-size", "5", "--embedding-dim", "7", "--dropout", "0.2", "--rnn-dropout", "0.1",
+                 "--out", str(out)]) == 0
+    from s2l_jax.weights import load_weights
+
+    params, config = load_weights(out / "model.safetensors")
+    assert (config.pooling, config.bidirectional, config.num_layers, config.hidden_size, config.proj_size,
+            config.embedding_dim, config.dropout, config.rnn_dropout) == ("max", True, 2, 12, 5, 7, 0.2, 0.1)
+    assert params["encoder"]["weight_hr_l1_reverse"].shape == (5, 12)
+    capsys.readouterr()
+    assert main(["parity", str(out / "model.safetensors"), "--pooling", "max", "--batch", "3", "--length", "6",
+                 "--lengths", "--padding-idx", "0", "--steps", "2"]) == 0, capsys.readouterr().out
+    assert capsys.readouterr().out.rstrip().endswith("PASS")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--cell", "gru", "--proj-size", "4"], "proj_size is only defined for the lstm cell, not 'gru'"),
+    (["--hidden-size", "8", "--proj-size", "8"], "proj_size must lie in [0, hidden_size=8), got 8"),
+    (["--dropout", "1.0"], "dropout must lie in [0, 1), got 1.0"),
+    (["--embedding-dim", "0"], "embedding_dim must be >= 1, got 0"),
+])
+def test_architecture_flags_that_build_no_model_are_one_line_errors(tmp_path, capsys, flags, message):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(4)))
+    assert main(["train", "--data", str(f), *flags, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_embedding_dim_on_feature_inputs_is_refused(tmp_path, capsys):
+    assert main(["train", "--embedding-dim", "8", "--out", str(tmp_path / "o")]) == 2
+    assert "--embedding-dim applies to text data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
     f = tmp_path / "d.jsonl"
     rows = [{"text": f"{a} {b} {i}", "label": "|".join(t for t, w in (("x", a), ("y", b)) if w.startswith("has"))}
