@@ -12,7 +12,7 @@ from s2l_jax.checkpoint import latest_checkpoint
 from s2l_jax.model import PRESETS
 from s2l_jax.pooling import POOLINGS
 from s2l_jax.recurrent import CELLS, ScanOptions
-from s2l_jax.run_dir import read_labelled, read_meta_of_checkpoint
+from s2l_jax.run_dir import load_run, read_labelled, read_meta_of_checkpoint
 from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.text import build_vocab, data_format, read_table
 from s2l_jax.train import PRECISIONS, SCHEDULES, TrainConfig
@@ -62,9 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-vocab", type=int, default=20000)
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--init-from", metavar="RUN", help="fine-tune: start from a trained run's model (its "
+                   "architecture, vocabulary and labels) instead of random weights, with a fresh optimizer")
     p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="live progress bar (default: when stderr is a terminal)")
+
+
+ARCHITECTURE = ("hidden_size", "cell", "num_layers", "pooling", "bidirectional", "embedding_dim", "proj_size")
 
 
 def _warn(message: str) -> None:
@@ -110,18 +115,42 @@ def load_data(args: argparse.Namespace, stored_meta: dict | None):
     return train, valid, meta, model_input
 
 
+def _init_run(args: argparse.Namespace):
+    """(model, params, meta) of the --init-from run, refusing flags and data it cannot be fine-tuned with."""
+    model, params, meta = load_run(args.init_from)
+    given = [f"--{k.replace('_', '-')}" for k in ARCHITECTURE if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: the architecture comes from --init-from {args.init_from}")
+    kind = "digits" if args.data is None else "series" if data_format(args.data) == "ts" else "text"
+    if meta.get("kind", "text") != kind:
+        raise ValueError(f"--init-from {args.init_from} was trained on {meta.get('kind', 'text')} data; this is "
+                         f"{kind} data")
+    multi = meta.get("label_sep") is not None
+    if multi != args.multi_label:
+        raise ValueError(f"--init-from {args.init_from} is a {'multi' if multi else 'single'}-label model; "
+                         f"{'pass' if multi else 'drop'} --multi-label")
+    return model, params, meta
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
-    train, valid, meta, model_input = load_data(args, read_meta_of_checkpoint(ckpt) if ckpt else None)
+    stored = read_meta_of_checkpoint(ckpt) if ckpt else None
+    if stored and stored.get("init_from") and not args.init_from:
+        raise ValueError(f"{out} was fine-tuned from {stored['init_from']}: resume it with --init-from "
+                         f"{stored['init_from']}")
+    init = _init_run(args) if args.init_from else None
+    # Fine-tuning reads the data with the run's vocabulary and labels; how this file is read (columns, maximum
+    # length) is up to this command's flags.
+    base = {k: init[2][k] for k in ("kind", "labels", "vocab", "input_size") if k in init[2]} if init else None
+    train, valid, meta, model_input = load_data(args, stored or base)
     if len(meta["labels"]) < 2 and meta.get("label_sep") is None:
         raise ValueError(f"the training data holds one class, {meta['labels']}: a classifier needs at least two")
-    model_cfg = PRESETS[args.preset].replace(num_classes=len(meta["labels"]), **model_input)
     if args.embedding_dim is not None and model_input["vocab_size"] is None:
         raise ValueError("--embedding-dim applies to text data; these inputs are feature vectors (no embedding)")
-    overrides = {"hidden_size": args.hidden_size, "cell": args.cell, "num_layers": args.num_layers,
-                 "pooling": args.pooling, "bidirectional": args.bidirectional, "embedding_dim": args.embedding_dim,
-                 "proj_size": args.proj_size, "dropout": args.dropout, "rnn_dropout": args.rnn_dropout}
+    overrides = {k: getattr(args, k) for k in (*ARCHITECTURE, "dropout", "rnn_dropout")}
+    model_cfg = init[0].config if init else PRESETS[args.preset].replace(num_classes=len(meta["labels"]),
+                                                                          **model_input)
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
@@ -130,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,
-                 meta={**meta, "preset": args.preset}, progress=progress, options=ScanOptions(remat=args.remat))
+                 meta={**meta, "preset": init[2].get("preset") if init else args.preset,
+                       **({"init_from": str(args.init_from)} if init else {})},
+                 progress=progress, options=ScanOptions(remat=args.remat), init_params=init[1] if init else None)
     best = result.history[result.best_epoch - 1]
     print(f"done in {time.perf_counter() - t0:.1f}s: best epoch {result.best_epoch}, valid accuracy "
           f"{best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}; saved {out}/model.safetensors")

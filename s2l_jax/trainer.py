@@ -24,6 +24,7 @@ from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, read_state, s
 from s2l_jax.curves import MetricsLog, Progress, plot_curves
 from s2l_jax.data import Dataset, epoch_plan, gather
 from s2l_jax.model import ClassifierConfig, SequenceClassifier
+from s2l_jax.params import check_shapes, check_weights, flatten, shape_of, unflatten
 from s2l_jax.predictor import inference_layout
 from s2l_jax.recurrent import ScanOptions
 from s2l_jax.sharding import default_mesh, replicate, shard_batch
@@ -107,6 +108,19 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
     return ckpt
 
 
+def initial_params(template, given, what: str = "init_params"):
+    """`given` as the model's params: every key and shape as in `template` (named otherwise), finite floats of
+    the template's dtype or narrower (float16/bfloat16 are upcast exactly; wider ones would be rounded)."""
+    expected, flat = flatten(template), flatten(given)
+    check_shapes({k: shape_of(v) for k, v in expected.items()}, flat, what)
+    arrays = check_weights(flat, what)
+    wide = [k for k, a in arrays.items() if a.dtype.itemsize > expected[k].dtype.itemsize]
+    if wide:
+        raise ValueError(f"{what}: " + ", ".join(f"{k!r} is {arrays[k].dtype}, the model {expected[k].dtype}"
+                                                 for k in wide) + " (rounding would lose bits)")
+    return unflatten({k: jax.numpy.asarray(arrays[k], expected[k].dtype) for k in expected})
+
+
 def check_data(model_cfg: ClassifierConfig, data: Dataset, what: str) -> None:
     """Refuse data the model cannot read: wrong input kind or width, token ids outside the vocabulary, labels
     outside the classes (under jit these would train on NaN or clamped values instead of failing)."""
@@ -135,11 +149,14 @@ def check_data(model_cfg: ClassifierConfig, data: Dataset, what: str) -> None:
 
 def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Dataset, out: str | Path | None = None,
         resume: bool = False, meta: dict | None = None, log=print, progress: bool = False,
-        mesh: jax.sharding.Mesh | None = None, options: ScanOptions | None = None) -> FitResult:
+        mesh: jax.sharding.Mesh | None = None, options: ScanOptions | None = None,
+        init_params: dict | None = None) -> FitResult:
     """Train `model_cfg` on `train`, validating on `valid` after each epoch. With `out`, checkpoint, log and save
     there; `resume` continues from its latest checkpoint. `meta` (labels, vocabulary, ...) is saved with the run.
     `mesh`: the data-parallel mesh (default: all devices when there are several). `options`: how the recurrence
-    runs (e.g. `ScanOptions(remat=True)` for long sequences); the same function, so not part of the run."""
+    runs (e.g. `ScanOptions(remat=True)` for long sequences); the same function, so not part of the run.
+    `init_params`: start from these params (fine-tuning, e.g. converted torch weights) instead of random ones;
+    a resumed run continues from its checkpoint instead."""
     for data, what in ((train, "training data"), (valid, "validation data")):
         check_data(model_cfg, data, what)
     if valid.multi_label != train.multi_label:
@@ -159,6 +176,8 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     # Jitted: an eager init runs its scans op by op, and JAX keeps each such scan's executable (and its memory
     # mappings) for the life of the process, so many fits in one process crashed at vm.max_map_count.
     params = jax.jit(model.init)(jax.random.key(cfg.seed), train.inputs[:1], lengths=train.lengths[:1])["params"]
+    if init_params is not None:
+        params = initial_params(params, init_params)
     opt_state = tx.init(params)
     train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label, mesh)
     run = _new_run()

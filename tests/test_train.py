@@ -261,3 +261,32 @@ def test_only_the_first_process_of_a_multi_host_run_writes_the_run_directory(tmp
         "checkpoints", "curves.png", "meta.json", "metrics.jsonl", "model.safetensors"]
     assert not (tmp_path / "p1").exists() or not any((tmp_path / "p1").iterdir())
     assert other.history[-1]["valid_loss"] == first.history[-1]["valid_loss"]  # it trained all the same
+
+
+def test_fine_tuning_starts_from_converted_torch_weights_and_refuses_mismatched_ones():
+    torch = pytest.importorskip("torch")
+    import parity
+
+    data = tiny_text()
+    torch.manual_seed(0)
+    tm = parity.TorchSequenceClassifier(tiny_cfg())
+    _, variables = parity.from_torch(tm, pooling="mean")
+    start = variables["params"]
+    still = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-12, weight_decay=0.0, warmup_steps=0)
+    tuned = fit(tiny_cfg(), still, data, data, init_params=start, **QUIET).params  # one step of ~1e-12
+    scratch = fit(tiny_cfg(), still, data, data, **QUIET).params
+    for a, b, c in zip(jax.tree.leaves(tuned), jax.tree.leaves(start), jax.tree.leaves(scratch), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+        assert np.abs(np.asarray(c) - np.asarray(b)).max() > 1e-2  # not the random init by chance
+    learned = fit(tiny_cfg(), FAST, data, data, init_params=start, **QUIET)
+    assert learned.history[-1]["accuracy"] == 1.0
+    bad = jax.tree.map(np.asarray, start)
+    bad["fc"]["weight"] = bad["fc"]["weight"][:, :-1]
+    with pytest.raises(ValueError, match=r"key 'fc.weight' has shape \(2, 31\), expected \(2, 32\)"):
+        fit(tiny_cfg(), still, data, data, init_params=bad, **QUIET)
+    bad["fc"]["weight"] = np.full((2, 32), np.nan, np.float32)
+    with pytest.raises(ValueError, match="tensor 'fc.weight' contains NaN or Inf"):
+        fit(tiny_cfg(), still, data, data, init_params=bad, **QUIET)
+    bad["fc"]["weight"] = np.zeros((2, 32), np.float64)
+    with pytest.raises(ValueError, match="'fc.weight' is float64, the model float32"):
+        fit(tiny_cfg(), still, data, data, init_params=bad, **QUIET)

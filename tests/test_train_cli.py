@@ -157,6 +157,54 @@ def test_embedding_dim_on_feature_inputs_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_init_from_fine_tunes_a_run_on_new_data_with_its_vocabulary_and_labels(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    g = tmp_path / "new.csv"  # other column names, a word the first run never saw, one of its two labels
+    g.write_text("sentence,y\n" + "".join(f"fine unseen {i},pos\n" for i in range(8)))
+    assert main(["train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--preset", "attention",
+                 "--hidden-size", "6", "--out", str(tmp_path / "a")]) == 0
+    from s2l_jax.weights import load_weights
+
+    start, config = load_weights(tmp_path / "a" / "model.safetensors")
+    assert main(["train", "--data", str(g), "--valid", str(g), "--text-col", "sentence", "--label-col", "y",
+                 "--init-from", str(tmp_path / "a"), "--epochs", "1", "--batch-size", "8", "--lr", "1e-12",
+                 "--warmup", "0", "--weight-decay", "0", "--out", str(tmp_path / "b")]) == 0
+    tuned, tuned_config = load_weights(tmp_path / "b" / "model.safetensors")
+    assert tuned_config == config
+    for a, b in zip(jax.tree.leaves(tuned), jax.tree.leaves(start), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    meta_a, meta_b = (json.loads((tmp_path / d / "meta.json").read_text()) for d in "ab")
+    assert (meta_b["vocab"], meta_b["labels"], meta_b["preset"]) == (meta_a["vocab"], meta_a["labels"], "attention")
+    assert meta_b["init_from"] == str(tmp_path / "a") and meta_b["text_col"] == "sentence"
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "b"), "--data", str(g)]) == 0
+    assert main(["train", "--data", str(g), "--valid", str(g), "--out", str(tmp_path / "b"), "--resume"]) == 2
+    assert f"was fine-tuned from {tmp_path / 'a'}: resume it with --init-from" in capsys.readouterr().err
+
+
+def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(4)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--out", str(tmp_path / "a")]) == 0
+    u = tmp_path / "u.csv"
+    u.write_text("text,label\ngood,maybe\nbad,pos\n")
+    init = ["--init-from", str(tmp_path / "a"), "--out", str(tmp_path / "b")]
+    cases = [(["--data", str(f), "--hidden-size", "8", "--pooling", "max"],
+              "--hidden-size, --pooling: the architecture comes from --init-from"),
+             ([], "was trained on text data; this is digits data"),
+             (["--data", str(f), "--multi-label"], "is a single-label model; drop --multi-label"),
+             (["--data", str(u)], "unknown labels ['maybe']"),
+             (["--data", str(f), "--init-from", str(tmp_path)], "is not a trained run")]
+    capsys.readouterr()
+    for flags, message in cases:
+        assert main(["train", *init, *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()
+
+
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
     f = tmp_path / "d.jsonl"
     rows = [{"text": f"{a} {b} {i}", "label": "|".join(t for t, w in (("x", a), ("y", b)) if w.startswith("has"))}
