@@ -100,7 +100,9 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
     problems = _mismatch(state["model_config"], model_cfg.to_dict()) + _mismatch(state["train_config"],
                                                                                  dataclasses.asdict(cfg))
     if problems:
-        raise ValueError(f"checkpoint {ckpt} is from an incompatible config: " + "; ".join(problems))
+        hint = ("; to train a run further with a new schedule, start another from its model (s2l train --init-from, "
+                "fit(init_params=...))" if any(p.startswith("epochs=") for p in problems) else "")
+        raise ValueError(f"checkpoint {ckpt} is from an incompatible config: " + "; ".join(problems) + hint)
     problems = _data_mismatch(state.get("data"), data) if data is not None else []
     if problems:
         raise ValueError(f"checkpoint {ckpt}: " + "; ".join(problems) + "; resume with the data it was trained on "

@@ -264,6 +264,10 @@ def test_resume_flag_continues_and_a_finished_run_is_not_overwritten(tmp_path, c
     assert (tmp_path / "o" / "model.safetensors").read_bytes() == before
     assert main([*args[:-4], "--batch-size", "8", "--out", str(tmp_path / "o"), "--resume"]) == 2
     assert "incompatible config: batch_size=4 (flags/config say 8)" in capsys.readouterr().err
+    assert main(["train", "--data", str(f), "--epochs", "3", "--batch-size", "4", "--out", str(tmp_path / "o"),
+                 "--resume"]) == 2
+    assert "epochs=2 (flags/config say 3); to train a run further with a new schedule, start another from its " \
+        "model (s2l train --init-from" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("body, message", [
