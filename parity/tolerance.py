@@ -21,6 +21,12 @@ class Tolerance:
     rtol: float
     atol: float
 
+    def __post_init__(self):
+        # a negative bound would pass every difference (and NaN fails every one): neither is a tolerance
+        for name in ("rtol", "atol"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
     def bound(self, expected: np.ndarray) -> np.ndarray:
         return self.atol + self.rtol * np.abs(expected)
 

@@ -254,3 +254,18 @@ def test_report_json_is_strict_when_a_tensor_is_nan(tmp_path):
     report.write(tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert data["entries"][-1]["max_abs"] == "inf"
+
+
+@pytest.mark.parametrize("override", [{"atol": -1.0}, {"rtol": -1e-3}, {"atol": float("nan")}])
+def test_a_negative_or_nan_tolerance_is_refused_instead_of_passing_every_difference(override):
+    """`|d| <= atol + rtol |e|` with a negative bound made every difference pass (excess = d / bound < 0):
+    swapped gates reported PASS under `s2l parity --atol -1`."""
+    with pytest.raises(ValueError, match="must be >= 0"):
+        tolerance_for(np.float32, **override)
+    tm = UserLSTM()
+    fm, variables = from_torch(tm, pooling="mean")
+    w = np.array(variables["params"]["encoder"]["weight_ih_l1"])
+    w[:5], w[5:10] = w[5:10].copy(), w[:5].copy()
+    variables["params"]["encoder"]["weight_ih_l1"] = jnp.asarray(w)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        compare(tm, fm, variables, _tokens(), **override)
