@@ -46,6 +46,8 @@ def seed_model_differences(pooling: str, batch: int = 32, length: int = 20, seed
 
 
 def run(args: argparse.Namespace) -> int:
+    if min(args.batch, args.length) < 1:
+        raise ValueError(f"--batch and --length must be >= 1, got {args.batch} and {args.length}")
     torch.backends.mkldnn.enabled = False
     print(f"seed models, batch {args.batch}, length {args.length}: max-abs difference torch vs s2l_jax (float32)")
     print(f"{'model':<10} {'logits':>10} {'gradients':>10} {'round trip':>11}")

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from s2l_jax.cli import main
 
 
@@ -12,6 +14,14 @@ def test_demo_converts_the_seed_models_and_passes(capsys):
     for name in ("last", "mean", "attention"):
         assert name in out
     assert "PASS" in out
+
+
+@pytest.mark.parametrize("flags", [["--length", "-1"], ["--length", "0"], ["--batch", "0"]])
+def test_demo_refuses_empty_or_negative_sizes_with_one_line_before_printing(flags, capsys):
+    """`--length -1` was a torch RuntimeError traceback (exit 1); `--batch 0` printed the table's header first."""
+    assert main(["demo", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "--batch and --length must be >= 1" in err
 
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
