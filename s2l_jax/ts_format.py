@@ -43,6 +43,9 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str] | None, tuple
         if has_label:
             *fields, label = fields
             declared = header["@classlabel"][1:]
+            if not fields or ("," in label and label.strip() not in declared):  # values where the label should be
+                raise ValueError(f"{path}:{number}: no class label after the values (@classLabel true: each series "
+                                 "ends in ':label')")
             if declared and label.strip() not in declared:
                 raise ValueError(f"{path}:{number}: class label {label.strip()!r} is not among the classes declared "
                                  f"by @classLabel ({' '.join(declared)})")

@@ -169,6 +169,19 @@ def test_malformed_ts_headers_and_undeclared_labels_name_the_line(tmp_path, head
     assert str(e.value) == f"{tmp_path}/{message}"
 
 
+@pytest.mark.parametrize("header, body", [
+    ("@classLabel true a b", "1,2:a\n3,4\n"),
+    ("@classLabel true", "1,2:a\n3,4\n"),
+    ("@classLabel true", "1,2:5,6\n3,4:7,8\n"),
+], ids=["univariate-declared", "univariate-undeclared", "bivariate-undeclared"])
+def test_a_ts_series_without_its_label_is_named_not_read_with_its_values_as_the_label(tmp_path, header, body):
+    """A bivariate file whose labels are missing read as univariate series labelled '5,6', '7,8' (silently), and a
+    univariate line without a label said 'dimensions have different lengths []'."""
+    f = write(tmp_path / "d.ts", f"{header}\n@data\n{body}")
+    with pytest.raises(ValueError, match=r"d\.ts:\d: no class label after the values"):
+        read_ts(f)
+
+
 def test_ts_labels_declared_in_the_header_are_read(tmp_path):
     series, labels, declared = read_ts(write(tmp_path / "d.ts", TS.format(header="@classLabel TRUE a b", label="b")))
     assert labels == ["a", "b"] and declared == ("a", "b")
