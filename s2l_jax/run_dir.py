@@ -44,12 +44,21 @@ def _check_kind(path, meta: dict) -> None:
         raise ValueError(f"this run was trained on {kind} data; {path} is not {want}")
 
 
+def _read_series(path, meta: dict):
+    """`read_ts`, with series of another width than the run's named here (not later, as the model's input)."""
+    series, labels, declared = read_ts(path)
+    width = meta.get("input_size")
+    if width is not None and series[0].shape[1] != width:
+        raise ValueError(f"{path} holds series of {series[0].shape[1]} dimensions; this run was trained on {width}")
+    return series, labels, declared
+
+
 def read_labelled(path, meta: dict, on_long: str = "truncate", warn=warnings.warn) -> Dataset:
     """A labelled file encoded as the run's training data was; labels the run never saw are an error."""
     _check_kind(path, meta)
     names = tuple(meta["labels"])
     if meta.get("kind") == "series":
-        series, labels, _ = read_ts(path)
+        series, labels, _ = _read_series(path, meta)
         if labels is None:
             raise ValueError(f"{path} has no class labels (@classLabel false)")
         return series_dataset(series, labels, names, meta["max_len"], on_long, str(path), warn)
@@ -64,7 +73,7 @@ def read_unlabelled(path: str | None, texts: list[str] | None, meta: dict, warn=
     if path is not None:
         _check_kind(path, meta)
         if meta.get("kind") == "series":
-            series, _, _ = read_ts(path)
+            series, _, _ = _read_series(path, meta)
             return series_dataset(series, None, names, meta["max_len"], "truncate", str(path), warn)
         texts, _ = read_table(path, meta.get("text_col", "text"), None)
     elif meta.get("kind", "text") == "digits":

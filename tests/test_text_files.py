@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from s2l_jax.cli import main
-from s2l_jax.run_dir import read_labelled
+from s2l_jax.run_dir import read_labelled, read_unlabelled
 from s2l_jax.text import data_format, read_table
 from s2l_jax.ts_format import read_ts
 
@@ -180,6 +180,18 @@ def test_a_ts_series_without_its_label_is_named_not_read_with_its_values_as_the_
     f = write(tmp_path / "d.ts", f"{header}\n@data\n{body}")
     with pytest.raises(ValueError, match=r"d\.ts:\d: no class label after the values"):
         read_ts(f)
+
+
+def test_series_of_another_width_than_the_run_are_refused_naming_the_file(tmp_path):
+    """`s2l evaluate`/`predict` of a univariate run on a bivariate file said only 'inputs have 2 features, config
+    says 1', naming neither the file nor that it is the series' dimensions."""
+    meta = {"kind": "series", "labels": ["a", "b"], "vocab": None, "input_size": 1, "max_len": 64}
+    f = write(tmp_path / "d.ts", "@classLabel true a b\n@data\n1,2:5,6:a\n3,4:7,8:b\n")
+    message = r"d\.ts holds series of 2 dimensions; this run was trained on 1$"
+    with pytest.raises(ValueError, match=message):
+        read_labelled(f, meta)
+    with pytest.raises(ValueError, match=message):
+        read_unlabelled(str(f), None, meta)
 
 
 def test_ts_labels_declared_in_the_header_are_read(tmp_path):
