@@ -21,7 +21,31 @@ def load_run(directory: str | Path):
     if not (d / "meta.json").is_file() or not (d / "model.safetensors").is_file():
         raise FileNotFoundError(f"{d} is not a trained run (needs meta.json and model.safetensors)")
     model, variables = load_classifier(d / "model.safetensors")
-    return model, variables["params"], json.loads((d / "meta.json").read_text())
+    return model, variables["params"], _read_meta(d / "meta.json", model.config)
+
+
+def _read_meta(path: Path, config) -> dict:
+    """A run's meta.json, checked against its model: labels per output, vocabulary per embedding row, series width
+    per input feature (a meta.json copied from another run mislabelled predictions or indexed past its labels)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not readable JSON (truncated or corrupt?): {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), list):
+        raise ValueError(f"{path} is not an s2l run's meta.json: it lacks a list of 'labels'")
+    kind, vocab = meta.get("kind", "text"), meta.get("vocab")
+    found = [f"{len(meta['labels'])} labels for the model's {config.num_classes} outputs"
+             if len(meta["labels"]) != config.num_classes else "",
+             f"{kind} data for a model of token ids" if kind != "text" and config.vocab_size is not None else "",
+             "text data for a model of feature vectors" if kind == "text" and config.vocab_size is None else "",
+             f"a vocabulary of {len(vocab)} words for the model's {config.vocab_size} embedding rows"
+             if kind == "text" and isinstance(vocab, list) and config.vocab_size not in (None, len(vocab)) else "",
+             f"series of {meta['input_size']} dimensions for a model of {config.input_size} features"
+             if kind == "series" and config.input_size not in (None, meta.get("input_size")) else ""]
+    if any(found):
+        raise ValueError(f"{path} does not describe {path.parent / 'model.safetensors'}: "
+                         f"{'; '.join(f for f in found if f)} (files of different runs?)")
+    return meta
 
 
 def read_meta_of_checkpoint(checkpoint: Path) -> dict:

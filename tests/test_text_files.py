@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from s2l_jax.cli import main
+from s2l_jax.model import ClassifierConfig, SequenceClassifier
 from s2l_jax.run_dir import read_labelled, read_unlabelled
 from s2l_jax.text import data_format, read_table
 from s2l_jax.ts_format import read_ts
+from s2l_jax.weights import save_weights
 
 
 def write(path, text: str):
@@ -198,3 +202,36 @@ def test_ts_labels_declared_in_the_header_are_read(tmp_path):
     series, labels, declared = read_ts(write(tmp_path / "d.ts", TS.format(header="@classLabel TRUE a b", label="b")))
     assert labels == ["a", "b"] and declared == ("a", "b")
     np.testing.assert_array_equal(series[1], np.array([[3], [4]], np.float32))
+
+
+def _run_dir(path, config: ClassifierConfig, meta: dict):
+    """A run directory as `s2l train` leaves it: model.safetensors (weights + config) and meta.json."""
+    path.mkdir()
+    x = jnp.zeros((1, 2), jnp.int32) if config.vocab_size else jnp.zeros((1, 2, config.input_size))
+    save_weights(path / "model.safetensors", SequenceClassifier(config).init(jax.random.key(0), x)["params"], config)
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"kind": "text", "labels": ["a", "b", "c"], "vocab": ["<pad>", "<unk>", "good", "bad"]},
+     "3 labels for the model's 4 outputs"),
+    ({"kind": "text", "labels": ["a", "b", "c", "d"], "vocab": ["<pad>", "<unk>", "good"]},
+     "a vocabulary of 3 words for the model's 4 embedding rows"),
+    ({"kind": "series", "labels": ["a", "b", "c", "d"], "vocab": None, "input_size": 1}, "series data for a model of"),
+    ({"kind": "text"}, "meta.json is not an s2l run's meta.json: it lacks a list of 'labels'"),
+    ("{\"labels\": ", "meta.json is not readable JSON (truncated or corrupt?)"),
+], ids=["labels", "vocab", "kind", "no-labels", "truncated"])
+def test_a_meta_json_that_does_not_describe_the_model_is_refused_naming_both(tmp_path, capsys, meta, message):
+    """A meta.json of another run beside model.safetensors: `s2l evaluate` reported metrics of mislabelled outputs
+    and `s2l predict` died with an IndexError traceback; a corrupt one said only 'Expecting value'."""
+    run = _run_dir(tmp_path / "run", ClassifierConfig(vocab_size=4, embedding_dim=3, hidden_size=2, num_classes=4),
+                   {"kind": "text", "labels": list("abcd"), "vocab": ["<pad>", "<unk>", "good", "bad"]})
+    assert main(["predict", str(run), "--data", str(write(tmp_path / "t.csv", "text,label\ngood,a\n"))]) == 0
+    (run / "meta.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    capsys.readouterr()
+    for command in (["predict", str(run), "--data", str(tmp_path / "t.csv")],
+                    ["evaluate", str(run), "--data", str(tmp_path / "t.csv")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
