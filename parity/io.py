@@ -139,6 +139,9 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, pooling: str | 
     user's prefixes in its metadata); anything to `.pt`/`.pth` (or a JAX checkpoint to `.safetensors`) gives a
     torch state_dict under the user's original names (kept in the checkpoint, or those of `names_from`, another
     weight file of the user's model), else the reference model's (`TorchSequenceClassifier`) names."""
+    if Path(dst).exists() and Path(src).exists() and Path(dst).samefile(src):
+        raise ValueError(f"{dst} is the input file; choose another output (converting in place would replace the "
+                         "file it reads)")
     flat, metadata = read_state_dict(src)
     arch, canonical = _checked(src, flat, metadata, pooling, **hints)
     user_paths = json.loads(metadata[PATHS_KEY]) if PATHS_KEY in metadata else dict(arch.paths)

@@ -31,6 +31,21 @@ def test_convert_torch_to_jax_and_back_is_bit_exact(user_file, tmp_path, capsys)
     assert all(torch.equal(a, b) for a, b in zip(tm.state_dict().values(), back.state_dict().values(), strict=True))
 
 
+@pytest.mark.parametrize("dst", ["m.safetensors", "./sub/../m.safetensors"])
+def test_converting_a_file_onto_itself_is_refused_and_leaves_it_unchanged(user_file, tmp_path, capsys, dst):
+    """`s2l convert m.safetensors m.safetensors` overwrote the JAX checkpoint with a torch-named state_dict without
+    its config (pooling lost), and reported success."""
+    _, path = user_file
+    assert main(["convert", str(path), str(tmp_path / "m.safetensors")]) == 0
+    (tmp_path / "sub").mkdir()
+    before = (tmp_path / "m.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "m.safetensors"), str(tmp_path / dst)]) == 2
+    err = capsys.readouterr().err
+    assert "is the input file; choose another output" in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "m.safetensors").read_bytes() == before
+
+
 def test_parity_passes_forward_gradients_and_training_and_writes_the_report(user_file, tmp_path, capsys):
     _, path = user_file
     code = main(["parity", str(path), "--batch", "3", "--length", "5", "--lengths", "--steps", "3",
