@@ -104,6 +104,11 @@ def architecture_of(flat: Mapping, metadata: Mapping[str, str], pooling: str | N
         config = config_from_metadata(dict(metadata), what)
         if pooling is not None and pooling != config.pooling:
             raise ValueError(f"the file's config says pooling {config.pooling!r}, not {pooling!r}")
+        nonlinearity, padding_idx = hints.get("nonlinearity"), hints.get("padding_idx")
+        if nonlinearity is not None and config.cell != f"rnn_{nonlinearity}":
+            raise ValueError(f"the file's config says cell {config.cell!r}, not a {nonlinearity} RNN")
+        if padding_idx is not None and padding_idx != config.padding_idx:
+            raise ValueError(f"the file's config says padding_idx {config.padding_idx}, not {padding_idx}")
         paths = json.loads(metadata.get(PATHS_KEY, "{}"))
         return Architecture(config, {k: k for k in paths}, ())  # names in the file are canonical
     return infer_architecture(flat, pooling, **hints)

@@ -46,6 +46,26 @@ def test_converting_a_file_onto_itself_is_refused_and_leaves_it_unchanged(user_f
     assert (tmp_path / "m.safetensors").read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["convert", "parity"])
+def test_flags_that_contradict_a_checkpoints_config_are_refused_not_ignored(tmp_path, capsys, command):
+    """`--nonlinearity relu` / `--padding-idx` on an s2l checkpoint were silently ignored: `s2l parity m.safetensors
+    --nonlinearity relu` reported PASS for the tanh model it holds (`--pooling` was already refused)."""
+    rnn = torch.nn.Sequential()
+    rnn.embedding, rnn.encoder, rnn.fc = torch.nn.Embedding(7, 3), torch.nn.RNN(3, 4, batch_first=True), \
+        torch.nn.Linear(4, 2)
+    torch.save(rnn.state_dict(), tmp_path / "rnn.pt")
+    ckpt = str(tmp_path / "m.safetensors")
+    assert main(["convert", str(tmp_path / "rnn.pt"), ckpt, "--pooling", "max", "--padding-idx", "0"]) == 0
+    out = [str(tmp_path / "back.pt")] if command == "convert" else []
+    for flags, message in ((["--nonlinearity", "relu"], "config says cell 'rnn_tanh', not a relu RNN"),
+                           (["--padding-idx", "2"], "config says padding_idx 0, not 2")):
+        capsys.readouterr()
+        assert main([command, ckpt, *out, *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+    assert main([command, ckpt, *out, "--nonlinearity", "tanh", "--padding-idx", "0"]) == 0  # agreeing: accepted
+
+
 def test_parity_passes_forward_gradients_and_training_and_writes_the_report(user_file, tmp_path, capsys):
     _, path = user_file
     code = main(["parity", str(path), "--batch", "3", "--length", "5", "--lengths", "--steps", "3",
