@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
 import jax
 import numpy as np
@@ -44,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.report and not args.report.endswith((".json", ".md")):
         raise ValueError(f"--report {args.report} must end in .json or .md")
+    if args.report and os.path.isdir(args.report):  # checked before the run, not after it
+        raise ValueError(f"--report {args.report} is a directory; give a file name")
     if min(args.batch, args.length) < 1 or args.steps < 0:
         raise ValueError("--batch and --length must be >= 1 and --steps >= 0")
     torch.backends.mkldnn.enabled = False  # same numbers, up to 40x faster on some CPU shapes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from s2l_jax.predictor import inference_layout
 from s2l_jax.run_dir import eval_step_for, load_run, read_labelled
@@ -24,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json_out and Path(args.json_out).is_dir():
+        raise ValueError(f"--json {args.json_out} is a directory; give a file name")
     model, params, meta = load_run(args.run_dir)
     meta |= {k: v for k, v in (("text_col", args.text_col), ("label_col", args.label_col)) if v}
     data = read_labelled(args.data, meta, warn=lambda m: print(f"s2l evaluate: warning: {m}", file=sys.stderr))

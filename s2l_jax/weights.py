@@ -33,6 +33,8 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call `write(tmp_path)`, fsync, then rename onto `path` (same directory, so the rename is atomic)."""
     path = Path(path)
+    if path.is_dir():  # else os.replace fails naming its temporary file
+        raise IsADirectoryError(f"{path} is a directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

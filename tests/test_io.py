@@ -151,6 +151,23 @@ def test_truncated_corrupt_and_missing_files_give_clear_errors(tmp_path):
         read_state_dict(tmp_path / "list.pt")
 
 
+def test_an_output_that_is_a_directory_is_named_not_its_temporary_file(tmp_path, capsys):
+    """`s2l convert m.pt out.pt` with `out.pt` a directory said `Is a directory: '.out.pt.x1y2.tmp' -> 'out.pt'`."""
+    from s2l_jax.cli import main
+
+    torch.save(UserModel().state_dict(), tmp_path / "m.pt")
+    (tmp_path / "out.pt").mkdir()
+    assert main(["convert", str(tmp_path / "m.pt"), str(tmp_path / "out.pt"), "--pooling", "max"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("out.pt is a directory; give a file name") and ".tmp" not in err, err
+    assert list((tmp_path / "out.pt").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt",
+                                                                                                      "out.pt"]
+    (tmp_path / "r.md").mkdir()
+    assert main(["parity", str(tmp_path / "m.pt"), "--pooling", "max", "--report", str(tmp_path / "r.md")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--report" in captured.err and "r.md is a directory" in captured.err  # before
+
+
 def test_nested_training_checkpoints_are_unwrapped(tmp_path):
     tm = UserModel()
     torch.save({"epoch": 3, "state_dict": tm.state_dict()}, tmp_path / "ckpt.pt")
