@@ -98,6 +98,10 @@ def load_data(args: argparse.Namespace, stored_meta: dict | None):
                                "input_size": int(series[0].shape[1])}
     else:
         texts, labels = read_table(args.data, args.text_col, args.label_col)
+        joined = sorted({v for v in labels if args.label_sep in v}) if not args.multi_label and args.label_sep else []
+        if joined:
+            _warn(f"labels such as {joined[0]!r} hold --label-sep {args.label_sep!r}; each is trained as one class "
+                  "of its own (pass --multi-label if they are label sets)")
         # The vocabulary comes from the training rows only: held-out words must meet the model as <unk>.
         seen = texts if args.valid else [texts[i] for i in split_indices(len(texts), seed=args.seed)[0]]
         meta = stored_meta or {"kind": "text", "labels": list(label_names_of(labels, sep)),
@@ -152,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     model_cfg = init[0].config if init else PRESETS[args.preset].replace(num_classes=len(meta["labels"]),
                                                                           **model_input)
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if model_cfg.rnn_dropout and model_cfg.num_layers == 1:
+        _warn("--rnn-dropout applies between stacked recurrent layers; with one layer it does nothing (as torch's)")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
                       clip_norm=args.clip, seed=args.seed, precision=args.precision, patience=args.patience,

@@ -84,6 +84,8 @@ def _start(out: Path | None, resume: bool, model_cfg: ClassifierConfig, cfg: Tra
     (another config, or other data than its `data_fingerprint`s)."""
     if out is None:
         return None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; the run needs a directory (nothing was written)")
     ckpt = latest_checkpoint(out / "checkpoints")
     if not resume:
         if ckpt is not None or (out / "model.safetensors").exists():

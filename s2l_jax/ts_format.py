@@ -33,6 +33,10 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str] | None, tuple
             flag = values[0].lower() if values else None
             if key.lower() in ("@classlabel", "@timestamps") and flag not in ("true", "false"):
                 raise ValueError(f"{path}:{number}: {key} must be followed by true or false")
+            if key.lower() == "@dimensions" and not (len(values) == 1 and values[0].isdigit() and int(values[0])):
+                raise ValueError(f"{path}:{number}: @dimensions must be followed by a positive whole number")
+            if key.lower() == "@univariate" and flag not in ("true", "false"):
+                raise ValueError(f"{path}:{number}: {key} must be followed by true or false")
             header[key.lower()] = values
             in_data = key.lower() == "@data"
             continue
@@ -60,6 +64,11 @@ def read_ts(path: str | Path) -> tuple[list[np.ndarray], list[str] | None, tuple
                 raise ValueError(f"{path}:{number}: dimension {d} is not a list of numbers") from None
         if len({len(v) for v in dims}) != 1:
             raise ValueError(f"{path}:{number}: dimensions have different lengths {[len(v) for v in dims]}")
+        declared_dims = int(header["@dimensions"][0]) if "@dimensions" in header else \
+            1 if header.get("@univariate", [""])[0].lower() == "true" else None
+        if declared_dims is not None and len(dims) != declared_dims:
+            raise ValueError(f"{path}:{number}: {len(dims)} dimensions, the header declares {declared_dims} "
+                             "(@univariate / @dimensions)")
         if series and len(dims) != series[0].shape[1]:
             raise ValueError(f"{path}:{number}: {len(dims)} dimensions, earlier series have {series[0].shape[1]}")
         x = np.stack(dims, axis=1)  # (T_i, dims)

@@ -205,6 +205,20 @@ def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_likely_mistakes_in_flags_are_warned_about_or_refused_before_training(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos|long\nbad awful {i},neg\n" for i in range(4)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--rnn-dropout", "0.3", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "labels such as 'pos|long' hold --label-sep '|'; each is trained as one class" in err
+    assert "--rnn-dropout applies between stacked recurrent layers; with one layer it does nothing" in err
+    (tmp_path / "afile").write_text("")
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "afile")]) == 2
+    assert "afile is a file; the run needs a directory (nothing was written)" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == ""
+
+
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
     f = tmp_path / "d.jsonl"
     rows = [{"text": f"{a} {b} {i}", "label": "|".join(t for t, w in (("x", a), ("y", b)) if w.startswith("has"))}
@@ -278,7 +292,12 @@ def test_resume_flag_continues_and_a_finished_run_is_not_overwritten(tmp_path, c
     ("@classLabel true a b\n@data\n1,x:a\n", ":3: dimension 0 is not a list of numbers"),
     ("@classLabel false\n@data\n1,2\n", "has no class labels (@classLabel false); training needs them"),
     ("@timeStamps true\n@data\n(0,1):a\n", "time-stamped .ts files are not supported"),
-], ids=["no-data", "no-series", "missing-value", "ragged-dims", "not-numbers", "unlabelled", "timestamps"])
+    ("@univariate true\n@classLabel true a b\n@data\n1,2:3,4:a\n",
+     ":4: 2 dimensions, the header declares 1 (@univariate / @dimensions)"),
+    ("@dimensions 3\n@classLabel true a b\n@data\n1,2:3,4:a\n", ":4: 2 dimensions, the header declares 3"),
+    ("@dimensions two\n@data\n", ":1: @dimensions must be followed by a positive whole number"),
+], ids=["no-data", "no-series", "missing-value", "ragged-dims", "not-numbers", "unlabelled", "timestamps",
+        "univariate-header", "dimensions-header", "dimensions-not-a-number"])
 def test_malformed_ts_files_are_one_line_errors_and_write_nothing(tmp_path, capsys, body, message):
     f = tmp_path / "d.ts"
     f.write_text(body)
