@@ -92,6 +92,9 @@ def _modules(shapes: Mapping[str, tuple], skip: str) -> dict[str, dict[str, tupl
         if k.startswith(skip + "."):
             continue
         prefix, _, leaf = k.rpartition(".")
+        if k.startswith("opt."):
+            raise ValueError(f"key {k!r} is optimizer state: this is a training checkpoint's arrays; convert or check "
+                             "the run's model.safetensors instead")
         if leaf not in ("weight", "bias") or not prefix:
             raise ValueError(f"unrecognised key {k!r} (shape {shape}): expected <module>.weight / <module>.bias of "
                              "an Embedding, Linear or the recurrent layer")
@@ -181,8 +184,8 @@ def infer_architecture(
         if r["dirs"] == 2 and fc_in == width:
             pooling = "last"  # only h_n[-1] is one direction wide
         else:
-            raise ValueError("weights cannot tell how the model pools over time: pass pooling 'last', 'mean' or "
-                             "'max' (what the forward pass does)")
+            raise ValueError("weights cannot tell how the model pools over time: pass pooling (--pooling) 'last', "
+                             "'mean' or 'max' (what the forward pass does)")
     expected_in = width if pooling == "last" else d
     if fc_in != expected_in:
         raise ValueError(f"key '{fc}.weight' has shape {(classes, fc_in)}, expected ({classes}, {expected_in}): "

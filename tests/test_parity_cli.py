@@ -102,9 +102,24 @@ def test_bad_files_exit_2_with_one_line(user_file, tmp_path, capsys):
     assert "unrecognised key 'extra.scale'" in _error_line(capsys)
     torch.save(SEED_MODELS["mean"](**SMALL).state_dict(), tmp_path / "mean.pt")
     assert main(["parity", str(tmp_path / "mean.pt")]) == 2
-    assert "weights cannot tell how the model pools" in _error_line(capsys)
+    assert "weights cannot tell how the model pools over time: pass pooling (--pooling)" in _error_line(capsys)
     assert main(["parity", str(path), "--report", "r.txt"]) == 2
     assert "must end in .json or .md" in _error_line(capsys)
+
+
+def test_a_training_checkpoint_is_pointed_to_the_runs_model_file(tmp_path, capsys):
+    from s2l_jax.checkpoint import latest_checkpoint
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(4)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--out", str(tmp_path / "r")]) == 0
+    arrays = latest_checkpoint(tmp_path / "r" / "checkpoints") / "arrays.safetensors"
+    capsys.readouterr()
+    assert main(["convert", str(arrays), str(tmp_path / "x.pt"), "--pooling", "mean"]) == 2
+    assert "is optimizer state: this is a training checkpoint's arrays; convert or check the run's " \
+        "model.safetensors instead" in _error_line(capsys)
+    assert main(["convert", str(tmp_path / "r" / "model.safetensors"), str(tmp_path / "x.pt")]) == 0
 
 
 def test_a_bare_recurrent_state_dict_is_checked_as_that_layer(tmp_path, capsys):
