@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status a shell shows for a writer its pipe closed on
     except (UsageError, ValueError, TypeError, OSError, KeyError) as e:
+        if os.environ.get("S2L_TRACEBACK", "") not in ("", "0"):
+            raise
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, KeyError):  # a bare key name says nothing on its own
+            message = f"KeyError {message} (S2L_TRACEBACK=1 shows where)"
         print(f"s2l {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -70,3 +70,11 @@ def test_output_cut_short_by_the_reader_ends_quietly(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141 and err == "", err
+
+
+def test_s2l_traceback_shows_where_a_one_line_error_came_from(tmp_path, monkeypatch, capsys):
+    assert main(["predict", str(tmp_path / "absent")]) == 2
+    assert "is not a trained run" in capsys.readouterr().err
+    monkeypatch.setenv("S2L_TRACEBACK", "1")
+    with pytest.raises(FileNotFoundError, match="is not a trained run"):
+        main(["predict", str(tmp_path / "absent")])
