@@ -87,9 +87,10 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     masks.
     With a `mesh` of several devices the batch is split over it and the gradients are summed with one
     all-reduce (`sharding.data_parallel_grad`; dropout masks then also depend on the device).
-    eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions): class ids, or a bool
-    (B, C) multi-hot; `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM
-    weights laid out once for many batches (same results, bit for bit).
+    eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions, probabilities):
+    class ids, or a bool (B, C) multi-hot, and each class's softmax (sigmoid when multi-label) `(B, C)`;
+    `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM weights laid out
+    once for many batches (same results, bit for bit).
     """
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
 
@@ -131,7 +132,9 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     @jax.jit
     def eval_step(params, x, lengths, labels, weights, layout=None):
         loss, logits = loss_fn(params, None, (x, lengths, labels, weights), layout)
-        return loss, (logits > 0) if multi_label else jnp.argmax(logits, -1)
+        if multi_label:
+            return loss, logits > 0, jax.nn.sigmoid(logits)
+        return loss, jnp.argmax(logits, -1), jax.nn.softmax(logits, -1)
 
     return train_step, eval_step
 
@@ -161,10 +164,11 @@ DISPATCH_AHEAD = 2
 
 
 def predict(eval_step, params, data: Dataset, batch_size: int | None = None, mesh: jax.sharding.Mesh | None = None,
-            layout: dict | None = None) -> tuple[float, np.ndarray]:
-    """(mean loss, predictions in the dataset's row order) over the whole dataset, padding rows excluded. Rows
-    are batched by length; `batch_size` None picks `eval_batch_size`. Each batch is split over `mesh` (default:
-    all devices when there are several). `layout`: see `make_steps`' eval_step."""
+            layout: dict | None = None, probabilities: bool = False) -> tuple:
+    """(mean loss, predictions in the dataset's row order) over the whole dataset, padding rows excluded; with
+    `probabilities` also each row's class probabilities `(N, C)`. Rows are batched by length; `batch_size` None
+    picks `eval_batch_size`. Each batch is split over `mesh` (default: all devices when there are several).
+    `layout`: see `make_steps`' eval_step."""
     if batch_size is None:
         batch_size = eval_batch_size(data, mesh.size if mesh is not None else jax.device_count())
     if batch_size < 1:
@@ -179,12 +183,18 @@ def predict(eval_step, params, data: Dataset, batch_size: int | None = None, mes
         batch = (x, lengths, labels, w) if mesh is None else shard_batch((x, lengths, labels, w), mesh)
         results.append((*eval_step(params, *batch, layout), count))
         if len(results) > DISPATCH_AHEAD:
-            jax.block_until_ready(results[-DISPATCH_AHEAD - 1][:2])
-    total = sum(float(loss) * count for loss, _, count in results)
-    sorted_pred = np.concatenate([np.asarray(p)[:count] for _, p, count in results])
-    pred = np.empty_like(sorted_pred)
-    pred[order] = sorted_pred  # back to the dataset's row order
-    return total / len(data), pred
+            jax.block_until_ready(results[-DISPATCH_AHEAD - 1][:3])
+    total = sum(float(loss) * count for loss, _, _, count in results)
+
+    def in_row_order(i: int) -> np.ndarray:
+        by_length = np.concatenate([np.asarray(r[i])[: r[-1]] for r in results])
+        rows = np.empty_like(by_length)
+        rows[order] = by_length
+        return rows
+
+    if probabilities:
+        return total / len(data), in_row_order(1), in_row_order(2)
+    return total / len(data), in_row_order(1)
 
 
 def evaluate(eval_step, params, data: Dataset, batch_size: int | None = None, mesh: jax.sharding.Mesh | None = None,

@@ -144,8 +144,10 @@ def test_trained_model_exported_to_torch_predicts_the_same_validation_labels():
     with torch.no_grad():
         logits = model(torch.from_numpy(valid.inputs), torch.from_numpy(valid.lengths.astype(np.int64)))
     eval_step = make_steps(SequenceClassifier(cfg), optax.identity())[1]
-    _, jax_pred = eval_step(params, valid.inputs, valid.lengths, valid.labels, np.ones(len(valid), np.float32))
+    _, jax_pred, jax_probs = eval_step(params, valid.inputs, valid.lengths, valid.labels,
+                                       np.ones(len(valid), np.float32))
     np.testing.assert_array_equal(logits.argmax(-1).numpy(), np.asarray(jax_pred))
+    np.testing.assert_allclose(np.asarray(jax_probs), torch.softmax(logits, -1).numpy(), rtol=0, atol=1e-5)
     assert evaluate(eval_step, params, valid, 64)["accuracy"] > 0.3  # learned, so the agreement is not trivial
 
 
@@ -156,12 +158,16 @@ def test_predict_batches_rows_by_length_and_returns_them_in_dataset_order():
     data = tiny_text(37, seed=1)  # lengths 2-6: batched by length, the batches have different padded lengths
     params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
     eval_step = make_steps(model, optax.identity())[1]
-    whole_loss, whole_pred = eval_step(params, data.inputs, data.lengths, data.labels, np.ones(len(data), np.float32))
+    whole_loss, whole_pred, whole_probs = eval_step(params, data.inputs, data.lengths, data.labels,
+                                                    np.ones(len(data), np.float32))
     assert len(set(np.asarray(whole_pred).tolist())) > 1  # a wrong row order would show
     for batch_size in (4, None):
         loss, pred = predict(eval_step, params, data, batch_size)
         np.testing.assert_array_equal(pred, whole_pred)
         assert abs(loss - float(whole_loss)) < 1e-6
+        _, pred, probs = predict(eval_step, params, data, batch_size, probabilities=True)
+        np.testing.assert_array_equal(pred, whole_pred)
+        np.testing.assert_allclose(probs, whole_probs, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
         predict(eval_step, params, data, 0)
 

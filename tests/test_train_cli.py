@@ -60,6 +60,14 @@ def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
     assert main(["predict", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.split("\n")
     assert len(lines) == 6 and lines[-1] == "" and set(lines[:5]) <= {"pos", "neg"}  # blank lines get a label too
+    monkeypatch.setattr("sys.stdin", stdin(b"good fine\nbad awful\n\n  \r\nzzz"))
+    assert main(["predict", str(tmp_path / "o"), "--jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == lines[:5]
+    for r in rows:
+        probs = r["probabilities"]
+        assert set(probs) == {"pos", "neg"} and abs(sum(probs.values()) - 1) < 1e-6
+        assert max(probs, key=probs.get) == r["label"]
     monkeypatch.setattr("sys.stdin", stdin(b"good caf\xe9\n"))
     assert main(["predict", str(tmp_path / "o")]) == 2
     assert "stdin:1: not UTF-8 text (byte 0xe9 at offset 8)" in capsys.readouterr().err
@@ -231,6 +239,11 @@ def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr("sys.stdin", stdin(b"hasx hasy\nhasx noy\nnox hasy\n"))
     assert main(["predict", str(out)]) == 0
     assert capsys.readouterr().out.splitlines() == ["x|y", "x", "y"]
+    monkeypatch.setattr("sys.stdin", stdin(b"hasx hasy\nhasx noy\nnox hasy\n"))
+    assert main(["predict", str(out), "--jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["labels"] for r in rows] == [["x", "y"], ["x"], ["y"]]
+    assert all(sorted(k for k, p in r["probabilities"].items() if p > 0.5) == r["labels"] for r in rows)
 
 
 def test_long_sequences_are_truncated_with_a_warning_or_refused_by_flag(tmp_path, capsys):
