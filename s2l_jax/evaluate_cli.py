@@ -1,4 +1,5 @@
-"""`s2l evaluate DIR --data FILE [--json OUT]`: loss, accuracy and macro-F1 of a trained run."""
+"""`s2l evaluate DIR --data FILE [--json OUT]`: loss, accuracy, macro-F1 and each class's precision, recall, F1
+and support of a trained run."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 from s2l_jax.predictor import inference_layout
 from s2l_jax.run_dir import eval_step_for, load_run, read_labelled
 from s2l_jax.sharding import CPU_DEVICES_HELP
-from s2l_jax.train import evaluate
+from s2l_jax.train import classification_metrics, per_class_metrics, predict
 from s2l_jax.weights import atomic_write
+
+MAX_TABLE_CLASSES = 30  # more would flood the terminal; --json holds them all
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,8 +33,19 @@ def run(args: argparse.Namespace) -> int:
     model, params, meta = load_run(args.run_dir)
     meta |= {k: v for k, v in (("text_col", args.text_col), ("label_col", args.label_col)) if v}
     data = read_labelled(args.data, meta, warn=lambda m: print(f"s2l evaluate: warning: {m}", file=sys.stderr))
-    m = evaluate(eval_step_for(model, meta), params, data, args.batch_size, layout=inference_layout(model, params))
+    loss, pred = predict(eval_step_for(model, meta), params, data, args.batch_size,
+                         layout=inference_layout(model, params))
+    names = data.label_names
+    m = {"loss": loss, **classification_metrics(pred, data.labels, len(names)),
+         "per_class": per_class_metrics(pred, data.labels, names)}
     print(f"loss {m['loss']:.4f}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    if len(names) <= MAX_TABLE_CLASSES:
+        width = max(5, *(len(n) for n in names))
+        print(f"{'class':<{width}}  precision  recall      F1  support")
+        for name, c in m["per_class"].items():
+            print(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}")
+    else:
+        print(f"({len(names)} classes: per-class metrics in --json)")
     if args.json_out:
         atomic_write(args.json_out, lambda tmp: open(tmp, "w").write(json.dumps(m)))
     return 0

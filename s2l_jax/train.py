@@ -143,19 +143,37 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _indicators(pred: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) as (N, C) booleans, for class ids or multi-hot rows alike."""
+    if y.ndim == 2:
+        return pred.astype(bool), y > 0.5
+    classes = np.arange(num_classes)
+    return pred[:, None] == classes, y[:, None] == classes
+
+
 def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
     """Accuracy (exact match for multi-label) and macro-F1 over the classes present in labels or predictions."""
-    if y.ndim == 2:
-        accuracy = float(np.mean(np.all(pred == (y > 0.5), axis=1)))
-        pred_c, true_c = pred.astype(bool), y > 0.5  # (N, C)
-    else:
-        accuracy = float(np.mean(pred == y))
-        pred_c, true_c = pred[:, None] == np.arange(num_classes), y[:, None] == np.arange(num_classes)
+    pred_c, true_c = _indicators(pred, y, num_classes)
+    accuracy = float(np.mean(np.all(pred_c == true_c, axis=1)))
     tp = np.sum(pred_c & true_c, axis=0)
     denom = np.sum(pred_c, axis=0) + np.sum(true_c, axis=0)
     present = denom > 0
     f1 = float(np.mean(2 * tp[present] / denom[present])) if present.any() else 0.0
     return {"accuracy": accuracy, "macro_f1": f1}
+
+
+def per_class_metrics(pred: np.ndarray, y: np.ndarray, label_names) -> dict[str, dict]:
+    """Each class's precision, recall, F1 and support (true rows); 0 where a ratio has nothing to count, as
+    scikit-learn's `precision_recall_fscore_support(..., zero_division=0)`."""
+    pred_c, true_c = _indicators(pred, y, len(label_names))
+    tp, predicted, true = (np.sum(a, axis=0) for a in (pred_c & true_c, pred_c, true_c))
+
+    def ratio(a, b):
+        return float(a / b) if b else 0.0
+
+    return {name: {"precision": ratio(tp[c], predicted[c]), "recall": ratio(tp[c], true[c]),
+                   "f1": ratio(2 * tp[c], predicted[c] + true[c]), "support": int(true[c])}
+            for c, name in enumerate(label_names)}
 
 
 # Batches dispatched beyond the one awaited: the device never waits for the host, while the number of programs in

@@ -9,7 +9,7 @@ from conftest import mappings_left_per_call, memory_map_count
 from s2l_jax.data import Dataset, load_default, split
 from s2l_jax.model import PRESETS, ClassifierConfig, SequenceClassifier
 from s2l_jax.predictor import inference_layout
-from s2l_jax.train import TrainConfig, classification_metrics, evaluate, make_steps, predict
+from s2l_jax.train import TrainConfig, classification_metrics, evaluate, make_steps, per_class_metrics, predict
 from s2l_jax.trainer import TrainingDiverged, fit
 
 QUIET = {"log": lambda s: None}
@@ -81,6 +81,29 @@ def test_macro_f1_matches_its_definition_on_a_hand_checked_case():
     m = classification_metrics(pred, y, 3)
     # class 0: P=1/2 R=1 F1=2/3; class 1: P=1 R=1/3 F1=1/2; class 2: F1=0
     assert m["accuracy"] == 0.5 and m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_metrics_match_scikit_learn(multi_label):
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    names = ("a", "b", "c", "d")  # "d" never occurs in labels or predictions
+    if multi_label:
+        y = (rng.random((50, 4)) < 0.4) * np.array([1, 1, 1, 0])
+        pred = (rng.random((50, 4)) < 0.4) * np.array([1, 1, 1, 0])
+    else:
+        y, pred = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    m = classification_metrics(pred, y.astype(np.float32) if multi_label else y, 4)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    present = np.flatnonzero((y.sum(0) + pred.sum(0)) > 0) if multi_label else None  # scikit-learn counts "d" as 0
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=present, zero_division=0))
+    per_class = per_class_metrics(pred, y.astype(np.float32) if multi_label else y, names)
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
+    for c, name in enumerate(names):
+        got = per_class[name]
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p[c], r[c], f[c]))
+        assert got["support"] == support[c]
 
 
 @pytest.mark.parametrize("batch", [2, 4], ids=["mid-epoch", "last-of-epoch"])

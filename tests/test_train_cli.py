@@ -40,8 +40,14 @@ def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
     assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "o"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
-    assert set(json.loads((tmp_path / "m.json").read_text())) == {"loss", "accuracy", "macro_f1"}
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert set(m) == {"loss", "accuracy", "macro_f1", "per_class"} and set(m["per_class"]) == {"neg", "pos"}
+    assert sum(c["support"] for c in m["per_class"].values()) == 20
+    assert m["macro_f1"] == pytest.approx(np.mean([c["f1"] for c in m["per_class"].values()]))
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["class", "precision", "recall", "F1", "support"] and len(table) == 4
     g = tmp_path / "u.csv"
     g.write_text("text,label\ngood,maybe\n")
     capsys.readouterr()
