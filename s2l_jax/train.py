@@ -40,6 +40,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     log_every: int = 10
+    class_weights: tuple[float, ...] | None = None  # single-label training loss, as torch's CrossEntropyLoss(weight=)
 
     def __post_init__(self):
         plain_scalars(self)
@@ -56,6 +57,10 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps", "patience", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.class_weights is not None:
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
+            if not self.class_weights or not all(np.isfinite(w) and w > 0 for w in self.class_weights):
+                raise ValueError(f"class_weights must be finite and > 0, got {list(self.class_weights)}")
 
 
 def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
@@ -78,7 +83,8 @@ def _compute_dtype(tree, dtype):
 
 
 def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, precision: str = "float32",
-               seed: int = 0, multi_label: bool = False, mesh: jax.sharding.Mesh | None = None):
+               seed: int = 0, multi_label: bool = False, mesh: jax.sharding.Mesh | None = None,
+               class_weights: tuple[float, ...] | None = None):
     """(train_step, eval_step), jitted with params as arguments.
 
     train_step(params, opt_state, step, x, lengths, labels, weights) -> (params, opt_state, loss, finite), where
@@ -87,6 +93,8 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     masks.
     With a `mesh` of several devices the batch is split over it and the gradients are summed with one
     all-reduce (`sharding.data_parallel_grad`; dropout masks then also depend on the device).
+    `class_weights` (single-label): the training loss weighs each row by its class's weight and divides by the
+    batch's sum of those weights, as torch's `CrossEntropyLoss(weight=...)`; evaluation stays unweighted.
     eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions, probabilities):
     class ids, or a bool (B, C) multi-hot, and each class's softmax (sigmoid when multi-label) `(B, C)`;
     `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM weights laid out
@@ -119,9 +127,15 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rng, batch)
             return loss, grads
 
+    if class_weights is not None and multi_label:
+        raise ValueError("class_weights apply to single-label data (one class per row)")
+    per_class = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)  # (C,)
+
     @jax.jit
     def train_step(params, opt_state, step, x, lengths, labels, weights):
         rng = jax.random.fold_in(jax.random.key(seed), step)
+        if per_class is not None:
+            weights = weights * per_class[labels]  # labels were checked against the classes before training
         loss, grads = grad_fn(params, rng, (x, lengths, labels, weights))
         updates, opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from s2l_jax.checkpoint import latest_checkpoint
 from s2l_jax.model import PRESETS
 from s2l_jax.pooling import POOLINGS
@@ -51,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--clip", type=float, default=d.clip_norm, help="global gradient-norm clip")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--class-weights", metavar="balanced|W1,W2,...", help="weigh each class in the training loss "
+                   "(torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x the class's rows), or one "
+                   "number per class in label order")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bfloat16: compute in bf16, params and optimizer state in float32")
     p.add_argument("--patience", type=int, default=d.patience, help="early stop after N epochs without a better "
@@ -119,6 +124,25 @@ def load_data(args: argparse.Namespace, stored_meta: dict | None):
     return train, valid, meta, model_input
 
 
+def class_weights(spec: str, train, names: list[str]) -> tuple[float, ...]:
+    """`--class-weights` as one weight per class: 'balanced' (scikit-learn's formula) or a comma list."""
+    if train.multi_label:
+        raise ValueError("--class-weights applies to single-label data (one class per row)")
+    if spec == "balanced":
+        counts = np.bincount(train.labels, minlength=len(names))  # (C,)
+        missing = [names[c] for c in np.flatnonzero(counts == 0)]
+        if missing:
+            raise ValueError(f"--class-weights balanced: the training rows hold no {', '.join(missing)}")
+        return tuple(float(w) for w in len(train.labels) / (len(names) * counts))
+    try:
+        weights = tuple(float(w) for w in spec.split(","))
+    except ValueError:
+        raise ValueError(f"--class-weights takes 'balanced' or one number per class, got {spec!r}") from None
+    if len(weights) != len(names):
+        raise ValueError(f"--class-weights gives {len(weights)} numbers for {len(names)} classes ({', '.join(names)})")
+    return weights
+
+
 def _init_run(args: argparse.Namespace):
     """(model, params, meta) of the --init-from run, refusing flags and data it cannot be fine-tuned with."""
     model, params, meta = load_run(args.init_from)
@@ -158,10 +182,13 @@ def run(args: argparse.Namespace) -> int:
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     if model_cfg.rnn_dropout and model_cfg.num_layers == 1:
         _warn("--rnn-dropout applies between stacked recurrent layers; with one layer it does nothing (as torch's)")
+    weights = class_weights(args.class_weights, train, meta["labels"]) if args.class_weights else None
+    if weights is not None:
+        print("class weights: " + ", ".join(f"{n} {w:.4g}" for n, w in zip(meta["labels"], weights, strict=True)))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
                       clip_norm=args.clip, seed=args.seed, precision=args.precision, patience=args.patience,
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every, class_weights=weights)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,

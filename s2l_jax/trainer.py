@@ -56,6 +56,7 @@ class FitResult:
 
 
 def _mismatch(stored: dict, given: dict) -> list[str]:
+    given = json.loads(json.dumps(given))  # as stored: tuples are lists
     return [f"{k}={stored.get(k)!r} (flags/config say {given[k]!r})" for k in given if stored.get(k) != given[k]]
 
 
@@ -165,6 +166,10 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         check_data(model_cfg, data, what)
     if valid.multi_label != train.multi_label:
         raise ValueError("training and validation data must both be multi-label or both single-label")
+    if cfg.class_weights is not None and train.multi_label:
+        raise ValueError("class_weights apply to single-label data (one class per row)")
+    if cfg.class_weights is not None and len(cfg.class_weights) != model_cfg.num_classes:
+        raise ValueError(f"class_weights has {len(cfg.class_weights)} weights for {model_cfg.num_classes} classes")
     out = Path(out) if out is not None else None
     fingerprints = {"train": data_fingerprint(train), "valid": data_fingerprint(valid)} if out else None
     ckpt = _start(out, resume, model_cfg, cfg, log, fingerprints)
@@ -183,7 +188,8 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
     if init_params is not None:
         params = initial_params(params, init_params)
     opt_state = tx.init(params)
-    train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label, mesh)
+    train_step, eval_step = make_steps(model, tx, cfg.precision, cfg.seed, train.multi_label, mesh,
+                                       cfg.class_weights)
     run = _new_run()
     best_params, step, devices = params, 0, mesh.size if mesh is not None else 1
     if ckpt is not None:

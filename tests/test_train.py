@@ -319,3 +319,40 @@ def test_fine_tuning_starts_from_converted_torch_weights_and_refuses_mismatched_
     bad["fc"]["weight"] = np.zeros((2, 32), np.float64)
     with pytest.raises(ValueError, match="'fc.weight' is float64, the model float32"):
         fit(tiny_cfg(), still, data, data, init_params=bad, **QUIET)
+
+
+def test_class_weights_give_torch_weighted_cross_entropy_gradients():
+    torch = pytest.importorskip("torch")
+    import optax
+
+    import parity
+
+    data, cfg = tiny_text(12, seed=3), tiny_cfg("attention")
+    weights = (0.3, 2.5)
+    model = SequenceClassifier(cfg)
+    params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
+    train_step = make_steps(model, optax.sgd(1.0), class_weights=weights)[0]  # new params = params - gradient
+    new_params, _, loss, _ = train_step(params, optax.sgd(1.0).init(params), 0, data.inputs, data.lengths,
+                                        data.labels, np.ones(len(data), np.float32))
+    tm = parity.to_torch({"params": params}, parity.TorchSequenceClassifier(cfg))
+    logits = tm(torch.from_numpy(data.inputs).long(), torch.from_numpy(data.lengths).long())
+    torch_loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.labels).long(),
+                                                   weight=torch.tensor(weights))
+    torch_loss.backward()
+    assert abs(float(loss) - torch_loss.item()) < 1e-6
+    grads = parity.to_torch({"params": jax.tree.map(lambda a, b: a - b, params, new_params)})
+    for name, p in tm.named_parameters():
+        np.testing.assert_allclose(grads[name].numpy(), p.grad.numpy(), rtol=0, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("weights, multi_label, message", [
+    ((1.0, 0.0), False, r"class_weights must be finite and > 0, got \[1.0, 0.0\]"),
+    ((1.0, 2.0, 3.0), False, "class_weights has 3 weights for 2 classes"),
+    ((1.0, 2.0), True, "class_weights apply to single-label data"),
+])
+def test_class_weights_that_do_not_fit_the_data_are_refused(weights, multi_label, message):
+    data = tiny_text()
+    if multi_label:
+        data = Dataset(data.inputs, data.lengths, np.eye(2, dtype=np.float32)[data.labels], data.label_names)
+    with pytest.raises(ValueError, match=message):
+        fit(tiny_cfg(), dataclasses.replace(FAST, epochs=1, class_weights=weights), data, data, **QUIET)

@@ -233,6 +233,26 @@ def test_likely_mistakes_in_flags_are_warned_about_or_refused_before_training(tm
     assert (tmp_path / "afile").read_text() == ""
 
 
+def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\n" for i in range(12))
+                 + "".join(f"bad awful {i},neg\n" for i in range(4)))
+    args = ["train", "--data", str(f), "--valid", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+            "--out", str(tmp_path / "o")]
+    assert main([*args, "--class-weights", "balanced"]) == 0
+    assert "class weights: neg 2, pos 0.6667" in capsys.readouterr().out  # 16 / (2 x 4), 16 / (2 x 12)
+    state = json.loads(next((tmp_path / "o" / "checkpoints").glob("*/state.json")).read_text())
+    assert state["train_config"]["class_weights"] == [2.0, 16 / 24]
+    assert main([*args, "--class-weights", "balanced", "--resume"]) == 0  # the same weights: the same run
+    for spec, message in [("1,2,3", "--class-weights gives 3 numbers for 2 classes (neg, pos)"),
+                          ("heavy", "--class-weights takes 'balanced' or one number per class, got 'heavy'"),
+                          ("1,-1", "class_weights must be finite and > 0, got [1.0, -1.0]")]:
+        assert main([*args[:-1], str(tmp_path / "p"), "--class-weights", spec]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "p").exists()
+
+
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
     f = tmp_path / "d.jsonl"
     rows = [{"text": f"{a} {b} {i}", "label": "|".join(t for t, w in (("x", a), ("y", b)) if w.startswith("has"))}
