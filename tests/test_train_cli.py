@@ -251,6 +251,12 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
         err = capsys.readouterr().err
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "p").exists()
+    from s2l_jax.data import Dataset
+    from s2l_jax.train_cli import class_weights
+
+    only_pos = Dataset(np.ones((3, 2), np.int32), np.ones(3, np.int32), np.ones(3, np.int32), ("neg", "pos"))
+    with pytest.raises(ValueError, match="--class-weights balanced: the training rows hold no neg"):
+        class_weights("balanced", only_pos, ["neg", "pos"])
 
 
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):
