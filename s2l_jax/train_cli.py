@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from s2l_jax.checkpoint import latest_checkpoint
-from s2l_jax.model import PRESETS
+from s2l_jax.embeddings import read_vectors
+from s2l_jax.model import PRESETS, SequenceClassifier
 from s2l_jax.pooling import POOLINGS
 from s2l_jax.recurrent import CELLS, ScanOptions
 from s2l_jax.run_dir import load_run, read_labelled, read_meta_of_checkpoint
@@ -67,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-vocab", type=int, default=20000)
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--embeddings", metavar="VECTORS", help="initial word vectors for the vocabulary (GloVe / "
+                   "word2vec / fastText text file); sets --embedding-dim to their width")
     p.add_argument("--init-from", metavar="RUN", help="fine-tune: start from a trained run's model (its "
                    "architecture, vocabulary and labels) instead of random weights, with a fresh optimizer")
     p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
@@ -143,6 +147,25 @@ def class_weights(spec: str, train, names: list[str]) -> tuple[float, ...]:
     return weights
 
 
+def _pretrained(args: argparse.Namespace, model_cfg, vocab: list[str], train):
+    """(config at the vectors' width, initial params: the run's usual init with the found words' rows replaced)."""
+    if model_cfg.vocab_size is None:
+        raise ValueError("--embeddings applies to text data; these inputs are feature vectors (no embedding)")
+    vectors, found = read_vectors(args.embeddings, vocab)  # (V, D), (V,)
+    if args.embedding_dim is not None and args.embedding_dim != vectors.shape[1]:
+        raise ValueError(f"--embedding-dim {args.embedding_dim}, but {args.embeddings} has {vectors.shape[1]} "
+                         "numbers per word")
+    if not found.any():
+        raise ValueError(f"{args.embeddings} holds none of the vocabulary's {len(vocab) - 2} words")
+    model_cfg = model_cfg.replace(embedding_dim=vectors.shape[1])
+    params = jax.jit(SequenceClassifier(model_cfg).init)(jax.random.key(args.seed), train.inputs[:1],
+                                                         lengths=train.lengths[:1])["params"]  # as fit's
+    table = np.array(params["embedding"]["weight"])
+    table[found] = vectors[found]
+    print(f"pretrained vectors for {found.sum()} of the vocabulary's {len(vocab) - 2} words ({args.embeddings})")
+    return model_cfg, {**params, "embedding": {"weight": jax.numpy.asarray(table)}}
+
+
 def _init_run(args: argparse.Namespace):
     """(model, params, meta) of the --init-from run, refusing flags and data it cannot be fine-tuned with."""
     model, params, meta = load_run(args.init_from)
@@ -164,9 +187,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
     stored = read_meta_of_checkpoint(ckpt) if ckpt else None
-    if stored and stored.get("init_from") and not args.init_from:
-        raise ValueError(f"{out} was fine-tuned from {stored['init_from']}: resume it with --init-from "
-                         f"{stored['init_from']}")
+    for key, flag in (("init_from", "--init-from"), ("embeddings", "--embeddings")):
+        if stored and stored.get(key) and not getattr(args, key):
+            raise ValueError(f"{out} was started with {flag} {stored[key]}: resume it with {flag} {stored[key]}")
+    if args.embeddings and args.init_from:
+        raise ValueError("--embeddings and --init-from both give the initial weights; choose one")
     init = _init_run(args) if args.init_from else None
     # Fine-tuning reads the data with the run's vocabulary and labels; how this file is read (columns, maximum
     # length) is up to this command's flags.
@@ -180,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     model_cfg = init[0].config if init else PRESETS[args.preset].replace(num_classes=len(meta["labels"]),
                                                                           **model_input)
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    init_params = init[1] if init else None
+    if args.embeddings:
+        model_cfg, init_params = _pretrained(args, model_cfg, meta["vocab"], train)
     if model_cfg.rnn_dropout and model_cfg.num_layers == 1:
         _warn("--rnn-dropout applies between stacked recurrent layers; with one layer it does nothing (as torch's)")
     weights = class_weights(args.class_weights, train, meta["labels"]) if args.class_weights else None
@@ -193,8 +221,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,
                  meta={**meta, "preset": init[2].get("preset") if init else args.preset,
-                       **({"init_from": str(args.init_from)} if init else {})},
-                 progress=progress, options=ScanOptions(remat=args.remat), init_params=init[1] if init else None)
+                       **{k: str(getattr(args, k)) for k in ("init_from", "embeddings") if getattr(args, k)}},
+                 progress=progress, options=ScanOptions(remat=args.remat), init_params=init_params)
     best = result.history[result.best_epoch - 1]
     print(f"done in {time.perf_counter() - t0:.1f}s: best epoch {result.best_epoch}, valid accuracy "
           f"{best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}; saved {out}/model.safetensors")

@@ -194,7 +194,7 @@ def test_init_from_fine_tunes_a_run_on_new_data_with_its_vocabulary_and_labels(t
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "b"), "--data", str(g)]) == 0
     assert main(["train", "--data", str(g), "--valid", str(g), "--out", str(tmp_path / "b"), "--resume"]) == 2
-    assert f"was fine-tuned from {tmp_path / 'a'}: resume it with --init-from" in capsys.readouterr().err
+    assert f"was started with --init-from {tmp_path / 'a'}: resume it with --init-from" in capsys.readouterr().err
 
 
 def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
@@ -257,6 +257,38 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
     only_pos = Dataset(np.ones((3, 2), np.int32), np.ones(3, np.int32), np.ones(3, np.int32), ("neg", "pos"))
     with pytest.raises(ValueError, match="--class-weights balanced: the training rows hold no neg"):
         class_weights("balanced", only_pos, ["neg", "pos"])
+
+
+def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they_hold(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
+    vectors = {"good": [0.5, -1.0, 2.0], "bad": [-0.25, 3.0, 1.5], "unused": [9.0, 9.0, 9.0]}
+    g = tmp_path / "glove.txt"
+    g.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
+    args = ["train", "--data", str(f), "--epochs", "1", "--batch-size", "64", "--lr", "1e-12", "--warmup", "0",
+            "--weight-decay", "0", "--hidden-size", "4", "--out", str(tmp_path / "o")]
+    assert main([*args, "--embeddings", str(g)]) == 0
+    from s2l_jax.weights import load_weights
+
+    params, config = load_weights(tmp_path / "o" / "model.safetensors")
+    vocab = json.loads((tmp_path / "o" / "meta.json").read_text())["vocab"]
+    assert f"pretrained vectors for 2 of the vocabulary's {len(vocab) - 2} words" in capsys.readouterr().out
+    table = np.asarray(params["embedding"]["weight"])
+    assert config.embedding_dim == 3 and table.shape == (len(vocab), 3) and not table[0].any()  # padding row: 0
+    for word in ("good", "bad"):
+        np.testing.assert_allclose(table[vocab.index(word)], vectors[word], rtol=0, atol=1e-9)
+    assert main([*args, "--resume"]) == 2
+    assert f"was started with --embeddings {g}: resume it with --embeddings" in capsys.readouterr().err
+    assert main([*args, "--resume", "--embeddings", str(g)]) == 0
+    bad = [(["--embedding-dim", "5"], f"--embedding-dim 5, but {g} has 3 numbers per word"),
+           (["--init-from", str(tmp_path / "o")], "--embeddings and --init-from both give the initial weights")]
+    for flags, message in bad:
+        assert main([*args[:-1], str(tmp_path / "p"), "--embeddings", str(g), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+    assert main(["train", "--embeddings", str(g), "--out", str(tmp_path / "p")]) == 2
+    assert "--embeddings applies to text data" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 def test_multi_label_text_run_predicts_label_sets(tmp_path, capsys, monkeypatch):

@@ -1,0 +1,54 @@
+"""Pretrained word vectors (GloVe, word2vec or fastText text format) as an embedding's initial rows.
+
+One word and its numbers per line, separated by spaces; a first line of two whole numbers (word2vec / fastText's
+"count dim" header) is skipped. Only the vocabulary's words are parsed, so large files stream through quickly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def read_vectors(path: str | Path, vocab: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors `(len(vocab), dim)` float32, found `(len(vocab),)` bool): each vocabulary word's vector where the
+    file has it (exact match; the tokenizer lowercases, as GloVe's files are). Index 0 (padding) is never filled."""
+    path = Path(path)
+    index = {w: i for i, w in enumerate(vocab) if i > 0}
+    vectors: np.ndarray | None = None
+    found = np.zeros(len(vocab), bool)
+    dim = None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if dim is None:
+                    parts = line.split()
+                    header = number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts)
+                    dim = int(parts[1]) if header else len(parts) - 1  # word2vec / fastText header: "count dim"
+                    if dim < 1:
+                        raise ValueError(f"{path}:{number}: a word and its numbers expected, got {line[:40]!r}")
+                    vectors = np.zeros((len(vocab), dim), np.float32)
+                    if header:
+                        continue
+                word, *values = line.rstrip(" ").rsplit(" ", dim)
+                if len(values) != dim or not word:
+                    raise ValueError(f"{path}:{number}: {len(values)} numbers after the word, earlier lines have {dim}")
+                i = index.get(word)
+                if i is None or found[i]:
+                    continue
+                try:
+                    vectors[i] = np.array(values, np.float32)
+                except ValueError:
+                    raise ValueError(f"{path}:{number}: the vector of {word!r} is not a list of numbers") from None
+                if not np.isfinite(vectors[i]).all():
+                    raise ValueError(f"{path}:{number}: the vector of {word!r} holds NaN or Inf")
+                found[i] = True
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a line)") from None
+    if vectors is None:
+        raise ValueError(f"{path} holds no word vectors")
+    return vectors, found

@@ -1,0 +1,39 @@
+"""Reading pretrained word vectors: GloVe (no header) and word2vec / fastText (a "count dim" header) text files."""
+
+import numpy as np
+import pytest
+
+from s2l_jax.embeddings import read_vectors
+
+VOCAB = ["<pad>", "<unk>", "good", "bad", "film"]
+
+
+@pytest.mark.parametrize("header", ["", "3 2\n"], ids=["glove", "word2vec"])
+def test_vectors_of_vocabulary_words_are_read_and_others_skipped(tmp_path, header):
+    f = tmp_path / "v.txt"
+    f.write_text(header + "good 0.5 -1\nmovie 7 7\nbad 1e-3 2.5\ngood 9 9\n<pad> 4 4\n")
+    vectors, found = read_vectors(f, VOCAB)
+    assert found.tolist() == [False, False, True, True, False]  # the first "good" wins; <pad> is never filled
+    np.testing.assert_array_equal(vectors[2:4], np.array([[0.5, -1], [1e-3, 2.5]], np.float32))
+    assert vectors.dtype == np.float32 and not vectors[[0, 1, 4]].any()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("good 1 2\nbad 1\n", ":2: 1 numbers after the word, earlier lines have 2"),
+    ("good 1 x\n", ":1: the vector of 'good' is not a list of numbers"),
+    ("good 1 nan\n", ":1: the vector of 'good' holds NaN or Inf"),
+    ("good\n", ":1: a word and its numbers expected"),
+    ("", "holds no word vectors"),
+], ids=["ragged", "not-numbers", "nan", "no-numbers", "empty"])
+def test_malformed_vector_files_are_errors_naming_the_line(tmp_path, body, message):
+    f = tmp_path / "v.txt"
+    f.write_text(body)
+    with pytest.raises(ValueError, match=message):
+        read_vectors(f, VOCAB)
+
+
+def test_non_utf8_vector_file_is_an_error(tmp_path):
+    f = tmp_path / "v.txt"
+    f.write_bytes(b"caf\xe9 1 2\n")
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        read_vectors(f, VOCAB)
