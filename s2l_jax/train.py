@@ -41,6 +41,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     class_weights: tuple[float, ...] | None = None  # single-label training loss, as torch's CrossEntropyLoss(weight=)
+    freeze: tuple[str, ...] = ()  # top-level params left as they are, as torch's requires_grad=False: ("embedding",)
 
     def __post_init__(self):
         plain_scalars(self)
@@ -57,6 +58,7 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps", "patience", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        object.__setattr__(self, "freeze", tuple(self.freeze))
         if self.class_weights is not None:
             object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
             if not self.class_weights or not all(np.isfinite(w) and w > 0 for w in self.class_weights):
@@ -74,8 +76,18 @@ def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                       optax.adamw(make_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
+    """Global-norm clipping, then AdamW on the schedule; params under `cfg.freeze` get no update and stay out of
+    the clipping norm (torch: `requires_grad=False`, so `clip_grad_norm_` and the optimizer never see them)."""
+    tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                     optax.adamw(make_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
+    if not cfg.freeze:
+        return tx
+
+    def labels(params):  # params' top-level parts: "embedding", "encoder", "attention", "fc"
+        return {k: jax.tree.map(lambda _, k=k: "frozen" if k in cfg.freeze else "trained", part)
+                for k, part in params.items()}
+
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def _compute_dtype(tree, dtype):

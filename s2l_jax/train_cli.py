@@ -71,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--embeddings", metavar="VECTORS", help="initial word vectors for the vocabulary (GloVe / "
                    "word2vec / fastText text file); sets --embedding-dim to their width")
+    p.add_argument("--freeze-embeddings", action="store_true", help="train everything but the embedding (e.g. "
+                   "pretrained vectors), as torch's requires_grad=False")
     p.add_argument("--init-from", metavar="RUN", help="fine-tune: start from a trained run's model (its "
                    "architecture, vocabulary and labels) instead of random weights, with a fresh optimizer")
     p.add_argument("--cpu-devices", type=int, default=1, metavar="N", help=CPU_DEVICES_HELP)
@@ -216,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup, schedule=args.schedule,
                       clip_norm=args.clip, seed=args.seed, precision=args.precision, patience=args.patience,
-                      checkpoint_every=args.checkpoint_every, class_weights=weights)
+                      checkpoint_every=args.checkpoint_every, class_weights=weights,
+                      freeze=("embedding",) if args.freeze_embeddings else ())
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,

@@ -23,8 +23,8 @@ import numpy as np
 from s2l_jax.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from s2l_jax.curves import MetricsLog, Progress, plot_curves
 from s2l_jax.data import Dataset, epoch_plan, gather
-from s2l_jax.model import ClassifierConfig, SequenceClassifier
-from s2l_jax.params import check_shapes, check_weights, flatten, shape_of, unflatten
+from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
+from s2l_jax.params import check_shapes, check_weights, expected_shapes, flatten, shape_of, unflatten
 from s2l_jax.predictor import inference_layout
 from s2l_jax.recurrent import ScanOptions
 from s2l_jax.sharding import default_mesh, replicate, shard_batch
@@ -178,6 +178,9 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         log(f"data parallel: each batch of {cfg.batch_size} split over {mesh.shape['data']} "
             f"{mesh.devices.flat[0].platform} devices")
     model = SequenceClassifier(model_cfg, options=options or ScanOptions())
+    parts = sorted({k.split(".")[0] for k in expected_shapes(model, example_inputs(model_cfg))})
+    if set(cfg.freeze) - set(parts):
+        raise ValueError(f"freeze names {sorted(set(cfg.freeze) - set(parts))}: this model's parts are {parts}")
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     tx = make_optimizer(cfg, total_steps)

@@ -356,3 +356,37 @@ def test_class_weights_that_do_not_fit_the_data_are_refused(weights, multi_label
         data = Dataset(data.inputs, data.lengths, np.eye(2, dtype=np.float32)[data.labels], data.label_names)
     with pytest.raises(ValueError, match=message):
         fit(tiny_cfg(), dataclasses.replace(FAST, epochs=1, class_weights=weights), data, data, **QUIET)
+
+
+def test_frozen_embedding_trains_as_torch_with_requires_grad_off():
+    """Frozen params get no update and stay out of the clipping norm, as torch's requires_grad=False does."""
+    torch = pytest.importorskip("torch")
+    import parity
+    from s2l_jax.train import make_optimizer
+
+    data, cfg = tiny_text(16, seed=4), tiny_cfg("attention")
+    model = SequenceClassifier(cfg)
+    params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
+    tc = TrainConfig(learning_rate=1e-2, weight_decay=0.1, clip_norm=0.05, warmup_steps=0, schedule="constant",
+                     freeze=("embedding",))
+    tx = make_optimizer(tc, 3)
+    train_step = make_steps(model, tx)[0]
+    tm = parity.to_torch({"params": params}, parity.TorchSequenceClassifier(cfg))
+    tm.embedding.weight.requires_grad_(False)
+    trained = [p for p in tm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=1e-2, weight_decay=0.1)
+    x, lengths, y = (torch.from_numpy(a).long() for a in (data.inputs, data.lengths, data.labels))
+    state, new = tx.init(params), params
+    for step in range(3):
+        new, state, _, _ = train_step(new, state, step, data.inputs, data.lengths, data.labels,
+                                      np.ones(len(data), np.float32))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(tm(x, lengths), y).backward()
+        assert torch.nn.utils.clip_grad_norm_(trained, 0.05) > 0.05  # the clip is at work
+        opt.step()
+    np.testing.assert_array_equal(new["embedding"]["weight"], params["embedding"]["weight"])
+    ours = parity.to_torch({"params": new})
+    for name, p in tm.state_dict().items():
+        np.testing.assert_allclose(ours[name].numpy(), p.numpy(), rtol=0, atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match=r"freeze names \['embeddings'\]: this model's parts are \['attention', "):
+        fit(cfg, dataclasses.replace(FAST, freeze=("embeddings",)), data, data, **QUIET)

@@ -280,6 +280,10 @@ def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they
     assert main([*args, "--resume"]) == 2
     assert f"was started with --embeddings {g}: resume it with --embeddings" in capsys.readouterr().err
     assert main([*args, "--resume", "--embeddings", str(g)]) == 0
+    frozen = [*args[:-1], str(tmp_path / "f"), "--embeddings", str(g), "--freeze-embeddings", "--lr", "1e-2"]
+    assert main(frozen) == 0
+    np.testing.assert_array_equal(load_weights(tmp_path / "f" / "model.safetensors")[0]["embedding"]["weight"],
+                                  table)  # the same init, never updated
     bad = [(["--embedding-dim", "5"], f"--embedding-dim 5, but {g} has 3 numbers per word"),
            (["--init-from", str(tmp_path / "o")], "--embeddings and --init-from both give the initial weights")]
     for flags, message in bad:
