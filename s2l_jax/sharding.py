@@ -72,8 +72,8 @@ def shard_batch(arrays: tuple, mesh: Mesh) -> tuple:
 
 
 def data_parallel_grad(loss_terms: Callable, mesh: Mesh) -> Callable:
-    """`(params, rng, batch) -> (loss, grads)` of `sum(losses) / max(count, 1)` over a batch split along `mesh`'s
-    "data" axis, with one all-reduce.
+    """`(params, rng, batch) -> (loss, grads)` of `sum(losses) / count` (1 for an all-padding batch) over a batch
+    split along `mesh`'s "data" axis, with one all-reduce.
 
     `loss_terms(params, rng, batch) -> (loss_sum, count)` runs on each device's shard of `batch` (a tuple of
     arrays; params replicated; `rng`, when given, folded with the device's index, so dropout masks differ per
@@ -88,7 +88,7 @@ def data_parallel_grad(loss_terms: Callable, mesh: Mesh) -> Callable:
         (loss_sum, count), grads = jax.value_and_grad(loss_terms, has_aux=True)(params, rng, batch)
         flat, unravel = ravel_pytree((loss_sum, count, grads))
         loss_sum, count, grads = unravel(jax.lax.psum(flat, "data"))
-        scale = 1.0 / jnp.maximum(count, 1.0)
+        scale = 1.0 / jnp.where(count > 0, count, 1.0)  # count: a sum of weights, may be < 1 (class weights)
         return loss_sum * scale, jax.tree.map(lambda g: g * scale, grads)
 
     spec = PartitionSpec("data")

@@ -130,7 +130,8 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
 
     def loss_fn(params, rng, batch, layout=None):
         loss_sum, count, logits = loss_terms(params, rng, batch, layout)
-        return loss_sum / jnp.maximum(count, 1.0), logits
+        # count is a sum of row weights: with class weights it may be below 1, and torch divides by it all the same
+        return loss_sum / jnp.where(count > 0, count, 1.0), logits
 
     if mesh is not None and mesh.size > 1:
         grad_fn = data_parallel_grad(lambda p, rng, batch: loss_terms(p, rng, batch)[:2], mesh)

@@ -167,6 +167,42 @@ def test_data_parallel_steps_keep_the_batch_split_and_all_reduce_gradients_once_
 
 
 
+CLASS_WEIGHTS_SCRIPT = r"""
+import jax, numpy as np, optax, torch
+import parity
+from s2l_jax.data import Dataset
+from s2l_jax.model import SequenceClassifier
+from s2l_jax.sharding import data_mesh
+from s2l_jax.train import make_steps
+from test_train import tiny_cfg, tiny_text
+
+assert jax.device_count() == 2, jax.devices()
+d = tiny_text(8, seed=3)
+o = np.argsort(d.labels, kind="stable")  # device 0 holds class a's rows, device 1 class b's
+data = Dataset(d.inputs[o], d.lengths[o], d.labels[o], d.label_names)
+cfg = tiny_cfg("attention")
+model = SequenceClassifier(cfg)
+params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
+for weights in ((0.3, 2.5), (0.01, 0.02)):
+    step = make_steps(model, optax.sgd(1.0), mesh=data_mesh(), class_weights=weights)[0]
+    new, _, loss, _ = step(params, optax.sgd(1.0).init(params), 0, data.inputs, data.lengths, data.labels,
+                           np.ones(len(data), np.float32))
+    tm = parity.to_torch({"params": params}, parity.TorchSequenceClassifier(cfg))
+    logits = tm(torch.from_numpy(data.inputs).long(), torch.from_numpy(data.lengths).long())
+    ref = torch.nn.functional.cross_entropy(logits, torch.from_numpy(data.labels).long(), weight=torch.tensor(weights))
+    ref.backward()
+    assert abs(float(loss) - ref.item()) < 1e-6, (weights, float(loss), ref.item())
+    grads = parity.to_torch({"params": jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params, new)})
+    for name, p in tm.named_parameters():
+        np.testing.assert_allclose(grads[name].numpy(), p.grad.numpy(), rtol=0, atol=1e-5, err_msg=name)
+print("weighted as torch")
+"""
+
+
+def test_class_weights_over_devices_give_torch_weighted_mean_of_the_whole_batch():
+    assert "weighted as torch" in _run_on_fake_devices(CLASS_WEIGHTS_SCRIPT, 2)
+
+
 def _s2l(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)

@@ -321,14 +321,14 @@ def test_fine_tuning_starts_from_converted_torch_weights_and_refuses_mismatched_
         fit(tiny_cfg(), still, data, data, init_params=bad, **QUIET)
 
 
-def test_class_weights_give_torch_weighted_cross_entropy_gradients():
+@pytest.mark.parametrize("weights", [(0.3, 2.5), (0.01, 0.02)])  # the second: a batch's weights sum below 1
+def test_class_weights_give_torch_weighted_cross_entropy_gradients(weights):
     torch = pytest.importorskip("torch")
     import optax
 
     import parity
 
     data, cfg = tiny_text(12, seed=3), tiny_cfg("attention")
-    weights = (0.3, 2.5)
     model = SequenceClassifier(cfg)
     params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
     train_step = make_steps(model, optax.sgd(1.0), class_weights=weights)[0]  # new params = params - gradient
