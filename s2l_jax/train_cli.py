@@ -185,13 +185,26 @@ def _init_run(args: argparse.Namespace):
     return model, params, meta
 
 
+def _same_path(stored: str, given: str | None) -> bool:
+    """`given` names the file or run `stored` named (as typed then, or the same one by another path)."""
+    if given is None:
+        return False
+    try:
+        return stored == given or Path(stored).samefile(given)
+    except OSError:  # one of them is gone
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
     stored = read_meta_of_checkpoint(ckpt) if ckpt else None
     for key, flag in (("init_from", "--init-from"), ("embeddings", "--embeddings")):
-        if stored and stored.get(key) and not getattr(args, key):
-            raise ValueError(f"{out} was started with {flag} {stored[key]}: resume it with {flag} {stored[key]}")
+        had, given = (stored or {}).get(key), getattr(args, key)
+        if stored and had and not _same_path(had, given):
+            raise ValueError(f"{out} was started with {flag} {had}: resume it with {flag} {had}")
+        if stored and given and not had:  # the checkpoint's weights would be kept, and meta.json name this flag
+            raise ValueError(f"{out} was started without {flag}: resume it without {flag} {given}")
     if args.embeddings and args.init_from:
         raise ValueError("--embeddings and --init-from both give the initial weights; choose one")
     init = _init_run(args) if args.init_from else None

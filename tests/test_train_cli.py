@@ -195,6 +195,15 @@ def test_init_from_fine_tunes_a_run_on_new_data_with_its_vocabulary_and_labels(t
     assert main(["evaluate", str(tmp_path / "b"), "--data", str(g)]) == 0
     assert main(["train", "--data", str(g), "--valid", str(g), "--out", str(tmp_path / "b"), "--resume"]) == 2
     assert f"was started with --init-from {tmp_path / 'a'}: resume it with --init-from" in capsys.readouterr().err
+    # Another run's weights would be ignored for the checkpoint's, while meta.json named that run
+    assert main(["train", "--data", str(g), "--valid", str(g), "--text-col", "sentence", "--label-col", "y",
+                 "--epochs", "1", "--batch-size", "8", "--lr", "1e-12", "--warmup", "0", "--weight-decay", "0",
+                 "--out", str(tmp_path / "b"), "--resume", "--init-from", str(tmp_path / "b")]) == 2
+    assert f"was started with --init-from {tmp_path / 'a'}: resume it with" in capsys.readouterr().err
+    assert main(["train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--preset", "attention",
+                 "--hidden-size", "6", "--out", str(tmp_path / "a"), "--resume",
+                 "--init-from", str(tmp_path / "b")]) == 2
+    assert f"{tmp_path / 'a'} was started without --init-from: resume it without" in capsys.readouterr().err
 
 
 def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
@@ -279,7 +288,11 @@ def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they
         np.testing.assert_allclose(table[vocab.index(word)], vectors[word], rtol=0, atol=1e-9)
     assert main([*args, "--resume"]) == 2
     assert f"was started with --embeddings {g}: resume it with --embeddings" in capsys.readouterr().err
-    assert main([*args, "--resume", "--embeddings", str(g)]) == 0
+    assert main([*args, "--resume", "--embeddings", f"{tmp_path}/./glove.txt"]) == 0  # the same file
+    h = tmp_path / "other.txt"
+    h.write_text("good 1 2 3\n")
+    assert main([*args, "--resume", "--embeddings", str(h)]) == 2  # would be ignored, and named in meta.json
+    assert f"was started with --embeddings {g}: resume it with --embeddings {g}" in capsys.readouterr().err
     frozen = [*args[:-1], str(tmp_path / "f"), "--embeddings", str(g), "--freeze-embeddings", "--lr", "1e-2"]
     assert main(frozen) == 0
     np.testing.assert_array_equal(load_weights(tmp_path / "f" / "model.safetensors")[0]["embedding"]["weight"],
