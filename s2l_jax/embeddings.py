@@ -18,9 +18,9 @@ def read_vectors(path: str | Path, vocab: list[str]) -> tuple[np.ndarray, np.nda
     index = {w: i for i, w in enumerate(vocab) if i > 0}
     vectors: np.ndarray | None = None
     found = np.zeros(len(vocab), bool)
-    dim = None
+    dim, header_line = None, None
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark would hide the first word
             for number, line in enumerate(f, 1):
                 line = line.rstrip("\r\n")
                 if not line.strip():
@@ -33,7 +33,14 @@ def read_vectors(path: str | Path, vocab: list[str]) -> tuple[np.ndarray, np.nda
                         raise ValueError(f"{path}:{number}: a word and its numbers expected, got {line[:40]!r}")
                     vectors = np.zeros((len(vocab), dim), np.float32)
                     if header:
+                        header_line = line
                         continue
+                elif header_line is not None:  # a wider line would be read as a word "w x1" that matches nothing
+                    width = len(line.rstrip(" ").split(" ")) - 1
+                    if width != dim:
+                        raise ValueError(f"{path}:{number}: {width} numbers after the word; the header "
+                                         f"{header_line!r} says {dim}")
+                    header_line = None
                 word, *values = line.rstrip(" ").rsplit(" ", dim)
                 if len(values) != dim or not word:
                     raise ValueError(f"{path}:{number}: {len(values)} numbers after the word, earlier lines have {dim}")

@@ -24,7 +24,9 @@ def test_vectors_of_vocabulary_words_are_read_and_others_skipped(tmp_path, heade
     ("good 1 nan\n", ":1: the vector of 'good' holds NaN or Inf"),
     ("good\n", ":1: a word and its numbers expected"),
     ("", "holds no word vectors"),
-], ids=["ragged", "not-numbers", "nan", "no-numbers", "empty"])
+    ("2 2\ngood 1 2 3\nbad 4 5 6\n", ":2: 3 numbers after the word; the header '2 2' says 2"),
+    ("2 4\ngood 1 2 3\n", ":2: 3 numbers after the word; the header '2 4' says 4"),
+], ids=["ragged", "not-numbers", "nan", "no-numbers", "empty", "header-narrower", "header-wider"])
 def test_malformed_vector_files_are_errors_naming_the_line(tmp_path, body, message):
     f = tmp_path / "v.txt"
     f.write_text(body)
@@ -37,3 +39,10 @@ def test_non_utf8_vector_file_is_an_error(tmp_path):
     f.write_bytes(b"caf\xe9 1 2\n")
     with pytest.raises(ValueError, match="not UTF-8 text"):
         read_vectors(f, VOCAB)
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_word(tmp_path):
+    f = tmp_path / "v.txt"
+    f.write_text("\ufeffgood 1 2\nbad 3 4\n", encoding="utf-8")  # as Windows editors save UTF-8
+    vectors, found = read_vectors(f, VOCAB)
+    assert found.tolist() == [False, False, True, True, False] and vectors[2].tolist() == [1, 2]
