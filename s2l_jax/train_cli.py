@@ -196,6 +196,9 @@ def _same_path(stored: str, given: str | None) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    empty = [f"--{k.replace('_', '-')}" for k in ("init_from", "embeddings", "class_weights") if getattr(args, k) == ""]
+    if empty:  # e.g. an unset shell variable; read as absent, --init-from "" trained from scratch
+        raise ValueError(f"{', '.join(empty)} is empty: give a value or leave the flag out")
     out = Path(args.out)
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
     stored = read_meta_of_checkpoint(ckpt) if ckpt else None

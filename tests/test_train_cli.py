@@ -219,7 +219,9 @@ def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
              ([], "was trained on text data; this is digits data"),
              (["--data", str(f), "--multi-label"], "is a single-label model; drop --multi-label"),
              (["--data", str(u)], "unknown labels ['maybe']"),
-             (["--data", str(f), "--init-from", str(tmp_path)], "is not a trained run")]
+             (["--data", str(f), "--init-from", str(tmp_path)], "is not a trained run"),
+             (["--data", str(f), "--init-from", ""], "--init-from is empty"),  # trained from scratch
+             (["--data", str(f), "--init-from", str(tmp_path / "a"), "--embeddings", ""], "--embeddings is empty")]
     capsys.readouterr()
     for flags, message in cases:
         assert main(["train", *init, *flags]) == 2
@@ -255,7 +257,8 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
     assert main([*args, "--class-weights", "balanced", "--resume"]) == 0  # the same weights: the same run
     for spec, message in [("1,2,3", "--class-weights gives 3 numbers for 2 classes (neg, pos)"),
                           ("heavy", "--class-weights takes 'balanced' or one number per class, got 'heavy'"),
-                          ("1,-1", "class_weights must be finite and > 0, got [1.0, -1.0]")]:
+                          ("1,-1", "class_weights must be finite and > 0, got [1.0, -1.0]"),
+                          ("", "--class-weights is empty: give a value or leave the flag out")]:
         assert main([*args[:-1], str(tmp_path / "p"), "--class-weights", spec]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.splitlines()) == 1, err
