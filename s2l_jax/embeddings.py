@@ -1,7 +1,8 @@
 """Pretrained word vectors (GloVe, word2vec or fastText text format) as an embedding's initial rows.
 
-One word and its numbers per line, separated by spaces; a first line of two whole numbers (word2vec / fastText's
-"count dim" header) is skipped. Only the vocabulary's words are parsed, so large files stream through quickly.
+One word and its numbers per line, separated by spaces (or tabs); a first line of two whole numbers
+(word2vec / fastText's "count dim" header) is skipped. Only the vocabulary's words are parsed, so large files
+stream through quickly.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def read_vectors(path: str | Path, vocab: list[str]) -> tuple[np.ndarray, np.nda
                         header_line = line
                         continue
                 elif header_line is not None:  # a wider line would be read as a word "w x1" that matches nothing
-                    width = len(line.rstrip(" ").split(" ")) - 1
+                    width = len(line.split()) - 1
                     if width != dim:
                         raise ValueError(f"{path}:{number}: {width} numbers after the word; the header "
                                          f"{header_line!r} says {dim}")
                     header_line = None
-                word, *values = line.rstrip(" ").rsplit(" ", dim)
+                word, *values = line.rsplit(None, dim)  # spaces or tabs; a word may hold spaces (GloVe 840B)
                 if len(values) != dim or not word:
                     raise ValueError(f"{path}:{number}: {len(values)} numbers after the word, earlier lines have {dim}")
                 i = index.get(word)

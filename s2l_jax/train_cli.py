@@ -55,9 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--clip", type=float, default=d.clip_norm, help="global gradient-norm clip")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--class-weights", metavar="balanced|W1,W2,...", help="weigh each class in the training loss "
-                   "(torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x the class's rows), or one "
-                   "number per class in label order")
+    p.add_argument("--class-weights", metavar="balanced|W1,W2,...|NAME=W,...", help="weigh each class in the "
+                   "training loss (torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x the class's "
+                   "rows), one number per class in label order, or NAME=W for every class")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bfloat16: compute in bf16, params and optimizer state in float32")
     p.add_argument("--patience", type=int, default=d.patience, help="early stop after N epochs without a better "
@@ -138,12 +138,23 @@ def class_weights(spec: str, train, names: list[str]) -> tuple[float, ...]:
         counts = np.bincount(train.labels, minlength=len(names))  # (C,)
         missing = [names[c] for c in np.flatnonzero(counts == 0)]
         if missing:
-            raise ValueError(f"--class-weights balanced: the training rows hold no {', '.join(missing)}")
+            raise ValueError(f"--class-weights balanced: the training rows hold no {', '.join(missing)}; give the "
+                             "weights by name instead (e.g. " + ",".join(f"{n}=1" for n in names[:3]) + ")")
         return tuple(float(w) for w in len(train.labels) / (len(names) * counts))
+    items = spec.split(",")
     try:
-        weights = tuple(float(w) for w in spec.split(","))
-    except ValueError:
-        raise ValueError(f"--class-weights takes 'balanced' or one number per class, got {spec!r}") from None
+        if all("=" in item for item in items):  # by name: pos=2,neg=1
+            named = {name.strip(): float(w) for name, w in (item.rsplit("=", 1) for item in items)}
+            unknown = sorted(set(named) - set(names))
+            if unknown or len(named) != len(names):
+                raise ValueError(f"--class-weights names {sorted(named)}; the classes are {', '.join(names)}")
+            return tuple(named[n] for n in names)
+        weights = tuple(float(w) for w in items)
+    except ValueError as e:
+        if str(e).startswith("--class-weights"):
+            raise
+        raise ValueError(f"--class-weights takes 'balanced', one number per class in label order or NAME=W pairs, "
+                         f"got {spec!r}") from None
     if len(weights) != len(names):
         raise ValueError(f"--class-weights gives {len(weights)} numbers for {len(names)} classes ({', '.join(names)})")
     return weights
@@ -164,7 +175,8 @@ def _pretrained(args: argparse.Namespace, model_cfg, vocab: list[str], train):
                                                          lengths=train.lengths[:1])["params"]  # as fit's
     table = np.array(params["embedding"]["weight"])
     table[found] = vectors[found]
-    print(f"pretrained vectors for {found.sum()} of the vocabulary's {len(vocab) - 2} words ({args.embeddings})")
+    print(f"pretrained vectors for {found[2:].sum()} of the vocabulary's {len(vocab) - 2} words "
+          f"({args.embeddings})")  # <pad> and <unk> are not words
     return model_cfg, {**params, "embedding": {"weight": jax.numpy.asarray(table)}}
 
 

@@ -18,6 +18,14 @@ def test_vectors_of_vocabulary_words_are_read_and_others_skipped(tmp_path, heade
     assert vectors.dtype == np.float32 and not vectors[[0, 1, 4]].any()
 
 
+def test_tab_separated_vectors_are_read_like_space_separated_ones(tmp_path):
+    f = tmp_path / "v.tsv"
+    f.write_text("good\t0.5\t-1\nbad\t1\t2\n")
+    vectors, found = read_vectors(f, VOCAB)
+    assert found.tolist() == [False, False, True, True, False]
+    np.testing.assert_array_equal(vectors[2:4], np.array([[0.5, -1], [1, 2]], np.float32))
+
+
 @pytest.mark.parametrize("body, message", [
     ("good 1 2\nbad 1\n", ":2: 1 numbers after the word, earlier lines have 2"),
     ("good 1 x\n", ":1: the vector of 'good' is not a list of numbers"),

@@ -256,7 +256,10 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
     assert state["train_config"]["class_weights"] == [2.0, 16 / 24]
     assert main([*args, "--class-weights", "balanced", "--resume"]) == 0  # the same weights: the same run
     for spec, message in [("1,2,3", "--class-weights gives 3 numbers for 2 classes (neg, pos)"),
-                          ("heavy", "--class-weights takes 'balanced' or one number per class, got 'heavy'"),
+                          ("heavy", "--class-weights takes 'balanced', one number per class in label order or "
+                                    "NAME=W pairs, got 'heavy'"),
+                          ("pos=2,neu=1", "--class-weights names ['neu', 'pos']; the classes are neg, pos"),
+                          ("pos=2", "--class-weights names ['pos']; the classes are neg, pos"),
                           ("1,-1", "class_weights must be finite and > 0, got [1.0, -1.0]"),
                           ("", "--class-weights is empty: give a value or leave the flag out")]:
         assert main([*args[:-1], str(tmp_path / "p"), "--class-weights", spec]) == 2
@@ -267,8 +270,10 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
     from s2l_jax.train_cli import class_weights
 
     only_pos = Dataset(np.ones((3, 2), np.int32), np.ones(3, np.int32), np.ones(3, np.int32), ("neg", "pos"))
-    with pytest.raises(ValueError, match="--class-weights balanced: the training rows hold no neg"):
+    with pytest.raises(ValueError, match="--class-weights balanced: the training rows hold no neg; give the weights "
+                       "by name instead"):
         class_weights("balanced", only_pos, ["neg", "pos"])
+    assert class_weights("pos=2, neg=0.5", only_pos, ["neg", "pos"]) == (0.5, 2.0)
 
 
 def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they_hold(tmp_path, capsys):
