@@ -112,6 +112,8 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM weights laid out
     once for many batches (same results, bit for bit).
     """
+    if class_weights is not None and multi_label:
+        raise ValueError("class_weights apply to single-label data (one class per row)")
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
 
     def loss_terms(params, rng, batch, layout=None):
@@ -140,8 +142,6 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rng, batch)
             return loss, grads
 
-    if class_weights is not None and multi_label:
-        raise ValueError("class_weights apply to single-label data (one class per row)")
     per_class = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)  # (C,)
 
     @jax.jit

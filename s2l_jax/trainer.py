@@ -166,8 +166,6 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
         check_data(model_cfg, data, what)
     if valid.multi_label != train.multi_label:
         raise ValueError("training and validation data must both be multi-label or both single-label")
-    if cfg.class_weights is not None and train.multi_label:
-        raise ValueError("class_weights apply to single-label data (one class per row)")
     if cfg.class_weights is not None and len(cfg.class_weights) != model_cfg.num_classes:
         raise ValueError(f"class_weights has {len(cfg.class_weights)} weights for {model_cfg.num_classes} classes")
     out = Path(out) if out is not None else None
