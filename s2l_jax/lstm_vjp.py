@@ -23,9 +23,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from s2l_jax import native_lstm
 from s2l_jax.scan_vjp import make_direction, make_remat_direction, scan_projected
 
-# `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
+# `Static`: (reverse, chunk, unroll, tanh_sigmoid, native). x `(time, batch, input)` with time % chunk == 0.
+# native: the recurrences run on `native_lstm`'s CPU kernels (chunk 1, tanh_sigmoid, no proj_size; float32).
 
 
 def _gate_scale(hidden: int, dtype) -> jax.Array:
@@ -67,7 +69,11 @@ def forward(static, weights, x, mask, carry, keep: bool, joint: tuple | None = N
     (without, P = H); carry `(h (batch, P), c (batch, H))`. `joint`: `joint_weights(weights, ...)` computed
     once ahead (chunk 1 only), so that inference does not lay the weights out again on every call.
     """
-    reverse, chunk, unroll, tanh_sigmoid = static
+    reverse, chunk, unroll, tanh_sigmoid, native = static
+    if native:  # `joint` may hold the weights packed ahead for the kernel (`native_lstm.pack_forward`)
+        packed = joint if joint is not None and joint[0].ndim == 3 else native_lstm.pack_forward(
+            *(joint if joint is not None else joint_weights(weights, tanh_sigmoid)))
+        return native_lstm.forward(x, mask, packed, tuple(carry), reverse, keep)
     w_hr_t = weights[3].T if len(weights) == 4 else None  # (H, P)
     joint_dot = chunk == 1  # per-step projection: one dot over [h, x_t] (see the module docstring)
     if joint_dot:
@@ -104,7 +110,7 @@ def forward(static, weights, x, mask, carry, keep: bool, joint: tuple | None = N
 
 def backward(static, weights, x, mask, res, dys, dcarry):
     """Gradients `((dW_ih, dW_hh, dbias[, dW_hr]), dx, (dh0, dc0))` from `forward`'s residuals and cotangents."""
-    reverse, chunk, unroll, tanh_sigmoid = static
+    reverse, chunk, unroll, tanh_sigmoid, native = static
     w_ih, w_hh = weights[:2]
     w_hr = weights[3] if len(weights) == 4 else None  # (P, H)
     h_prev, c_prev, pre = res  # h_prev: [h_prev, x] (time, batch, P + input) when chunk == 1
@@ -132,8 +138,12 @@ def backward(static, weights, x, mask, res, dys, dcarry):
             dc_old = dc_old + jnp.where(m_t, jnp.zeros_like(dc), dc)
         return (dh_old, dc_old), (da, () if w_hr is None else (dh_new, o * t))
 
-    (dh0, dc0), (da, proj) = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse,
-                                      unroll=unroll)
+    if native:
+        da, (dh0, dc0) = native_lstm.backward(dys, mask, c_prev, pre, w_hh, (dh_n, dc_n), reverse)
+        proj = ()
+    else:
+        (dh0, dc0), (da, proj) = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse,
+                                          unroll=unroll)
     # one (4H, P + input) weight-gradient dot: XLA CPU's dot contracting over time * batch ran as slowly at
     # N = input as at N = input + H (large benchmark: 137 ms for the two, 99 ms for one on the concatenation).
     # Contracting time and batch as two axes (no reshape) lets a batch-sharded step reduce partial sums

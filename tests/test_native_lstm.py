@@ -1,0 +1,88 @@
+"""The native CPU LSTM kernels (`s2l_jax.native_lstm`) against torch and against the XLA scan they replace."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from oracle import close, compare_recurrent
+
+from s2l_jax import ScanOptions, native_lstm
+from s2l_jax.recurrent import scan_direction, uses_native
+
+XLA = ScanOptions(native=False)
+
+
+def _direction(hidden=32, size=5, seed=0):
+    rng = np.random.default_rng(seed)
+    f32 = lambda *shape: jnp.asarray(rng.normal(0, 0.3, shape), jnp.float32)  # noqa: E731
+    return {"weight_ih": f32(4 * hidden, size), "weight_hh": f32(4 * hidden, hidden), "bias_ih": f32(4 * hidden),
+            "bias_hh": f32(4 * hidden)}, rng
+
+
+def test_the_kernels_are_built_here():
+    assert native_lstm.available(), native_lstm._registered()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_kernels_match_the_xla_scan_in_outputs_and_every_gradient(reverse, masked):
+    # batch 6: partial tiles of 4 (forward) and 8 (backward) rows; hidden 32: two unit blocks
+    p, rng = _direction()
+    total, batch = 7, 6
+    x = jnp.asarray(rng.normal(size=(total, batch, 5)), jnp.float32)
+    lengths = np.array([7, 1, 4, 7, 2, 5])
+    mask = jnp.asarray(np.arange(total)[:, None, None] < lengths[None, :, None]) if masked else None
+    carry = tuple(jnp.asarray(rng.normal(size=(batch, 32)), jnp.float32) for _ in range(2))
+    w = jnp.asarray(rng.normal(size=(total, batch, 32)), jnp.float32)
+    assert uses_native(ScanOptions(), p, x.dtype) and not uses_native(XLA, p, x.dtype)
+
+    def loss(p, x, carry, options):
+        ys, (h, c) = scan_direction("lstm", p, x, mask, carry, reverse=reverse, options=options)
+        return jnp.sum(ys * w) + jnp.sum(h * w[0]) - jnp.sum(c * w[1]), (ys, h, c)
+
+    (_, native), g_native = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True), static_argnums=3)(
+        p, x, carry, ScanOptions())
+    (_, xla), g_xla = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(p, x, carry, XLA)
+    for a, b in zip(jax.tree.leaves((native, g_native)), jax.tree.leaves((xla, g_xla)), strict=True):
+        close(a, b, 1e-5, relative_to_scale=True)
+    if masked:  # outputs past each length are exactly zero
+        assert not np.any(np.asarray(native[0])[lengths[None, :] <= np.arange(total)[:, None]])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_native_lstm_matches_torch_with_lengths_and_initial_state(bidirectional):
+    compare_recurrent("lstm", layers=2, bidirectional=bidirectional, hidden=16, input_size=7, batch=5, total=6,
+                      lengths=[6, 1, 3, 6, 2], with_state=True, options=ScanOptions())
+
+
+def test_native_lstm_matches_torch_large_hidden_batch_first_off():
+    compare_recurrent("lstm", hidden=48, input_size=3, batch=9, total=4, batch_first=False, options=ScanOptions())
+
+
+def test_a_nan_input_gives_nan_outputs_not_clamped_numbers():
+    p, rng = _direction(hidden=16, size=3)
+    x = np.asarray(rng.normal(size=(4, 5, 3)), np.float32)
+    x[1, 2, 0] = np.nan
+    carry = (jnp.zeros((5, 16)), jnp.zeros((5, 16)))
+    ys, (h, c) = scan_direction("lstm", p, jnp.asarray(x), None, carry, options=ScanOptions())
+    ys = np.asarray(ys)
+    assert np.isnan(ys[1:, 2]).all() and np.isnan(np.asarray(h)[2]).all()
+    assert np.isfinite(np.delete(ys, 2, axis=1)).all() and np.isfinite(ys[0]).all()
+
+
+def test_the_xla_scan_runs_where_the_kernels_do_not_apply():
+    p, _ = _direction(hidden=20)
+    assert not uses_native(ScanOptions(), p, jnp.float32)  # hidden not a multiple of 16
+    p, _ = _direction(hidden=16)
+    assert not uses_native(ScanOptions(), p, jnp.float16)  # input not float32
+    assert not uses_native(ScanOptions(), jax.tree.map(lambda a: a.astype(jnp.float16), p), jnp.float32)
+    assert not uses_native(ScanOptions(), {**p, "weight_hr": jnp.zeros((8, 16))}, jnp.float32)
+    assert not uses_native(ScanOptions(custom_vjp=False), p, jnp.float32)
+    assert not uses_native(ScanOptions(input_projection="hoisted"), p, jnp.float32, chunk=7)
+
+
+def test_building_without_a_compiler_names_the_compiler():
+    with pytest.raises(RuntimeError, match="no C.. compiler 'no-such-c..'"):
+        native_lstm.build(compiler="no-such-c++")
