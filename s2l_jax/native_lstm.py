@@ -27,7 +27,6 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 SOURCE = Path(__file__).parent / "native" / "lstm_cpu.cc"
-UNITS = 16  # hidden units per tile: the kernels need hidden % 16 == 0
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
 
 
@@ -68,25 +67,30 @@ def build(compiler: str | None = None) -> Path:
 
 
 @functools.cache
-def _registered() -> str | None:
-    """Build, load and register the kernels once per process; the reason they cannot run, or None."""
+def _registered() -> tuple[int, str | None]:
+    """Build, load and register the kernels once per process: (hidden units per tile, None) or (0, why not)."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
-        return f"the native LSTM kernels are for Linux on x86_64/aarch64, not {platform.system()} {platform.machine()}"
+        return 0, f"native LSTM kernels are for Linux on x86_64/aarch64, not {platform.system()} {platform.machine()}"
     try:
         lib = ctypes.CDLL(str(build()))
     except (OSError, RuntimeError) as e:
-        return str(e)
+        return 0, str(e)
     for name in ("S2lLstmForward", "S2lLstmBackward"):
         jax.ffi.register_ffi_target(f"s2l_{name}", jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
-    return None
+    return lib.S2lLstmUnits(), None
 
 
 def available(warn: bool = True) -> bool:
     """Whether the kernels run in this process (built and registered); warns once with the reason if not."""
-    reason = _registered()
+    _, reason = _registered()
     if reason is not None and warn:
         _warn_once(reason)
     return reason is None
+
+
+def units() -> int:
+    """Hidden units per tile of this CPU's build (its vector width: 16 with AVX-512, 8 with AVX2, 4 with NEON)."""
+    return _registered()[0]
 
 
 @functools.cache
@@ -95,19 +99,19 @@ def _warn_once(reason: str) -> None:
 
 
 def applies(hidden: int, dtypes: set, projected: bool) -> bool:
-    """Whether an LSTM direction can run the kernels: input and weights float32 on the CPU, hidden % 16 == 0, no
-    proj_size."""
-    return (jax.default_backend() == "cpu" and set(dtypes) == {jnp.dtype(jnp.float32)} and hidden % UNITS == 0
-            and not projected)
+    """Whether an LSTM direction runs on the kernels: input and weights float32 on the CPU, no proj_size, the
+    kernels built, and hidden a multiple of `units()`."""
+    return (jax.default_backend() == "cpu" and set(dtypes) == {jnp.dtype(jnp.float32)} and not projected
+            and available() and hidden % units() == 0)
 
 
 def pack_forward(w_joint: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`[W_hh; W_ih]^T` `(H + input, 4H)` and bias `(4H,)` -> per-tile blocks `(H/16, H + input, 64)`, `(H/16, 64)`:
-    block u holds the gate columns [i f g o] of hidden units 16u..16u+15."""
+    """`[W_hh; W_ih]^T` `(H + input, 4H)` and bias `(4H,)` -> per-tile blocks `(H/U, H + input, 4U)`, `(H/U, 4U)`
+    with U = `units()`: block u holds the gate columns [i f g o] of hidden units uU..uU+U-1."""
     k, four_h = w_joint.shape
-    blocks = four_h // 4 // UNITS
-    wp = w_joint.reshape(k, 4, blocks, UNITS).transpose(2, 0, 1, 3).reshape(blocks, k, 4 * UNITS)
-    return wp, bias.reshape(4, blocks, UNITS).transpose(1, 0, 2).reshape(blocks, 4 * UNITS)
+    u = units()
+    wp = w_joint.reshape(k, 4, four_h // 4 // u, u).transpose(2, 0, 1, 3).reshape(-1, k, 4 * u)
+    return wp, bias.reshape(4, four_h // 4 // u, u).transpose(1, 0, 2).reshape(-1, 4 * u)
 
 
 def _mask(mask: jax.Array | None, time: int, batch: int) -> jax.Array:
@@ -181,7 +185,7 @@ def backward(dys: jax.Array, mask: jax.Array | None, c_prev: jax.Array, pre: jax
              dcarry: tuple, reverse: bool) -> tuple[jax.Array, tuple]:
     """The backward recurrence of `lstm_vjp.backward`: `(da (time, batch, 4H), (dh0, dc0))`."""
     time, batch, hidden = dys.shape
-    whh = w_hh.reshape(4 * hidden, hidden // UNITS, UNITS).transpose(1, 0, 2)  # (H/16, 4H, 16)
+    whh = w_hh.reshape(4 * hidden, hidden // units(), units()).transpose(1, 0, 2)  # (H/U, 4H, U)
     dh, dc = (a.astype(jnp.float32) for a in dcarry)
     da, dh0, dc0 = _backward_call(reverse)(dys.astype(jnp.float32), _mask(mask, time, batch), c_prev, pre, whh, dh, dc)
     return da, (dh0, dc0)

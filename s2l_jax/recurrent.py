@@ -53,9 +53,10 @@ class ScanOptions:
         carries plus one chunk); without, `jax.checkpoint` per step (or per chunk when "chunked").
     cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of
         `jax.experimental.rnn` (`s2l_jax.cudnn`; GPU only). The other options then do not apply.
-    native: on the CPU, run the recurrence of LSTM directions that allow it (float32, hidden % 16 == 0, no
-        proj_size, per-step projection, tanh-form gates, custom_vjp) on the kernels of `s2l_jax.native_lstm`,
-        built with the system's C++ compiler on first use (the XLA scan where they cannot be built: a warning).
+    native: on the CPU, run the recurrence of LSTM directions that allow it (float32, hidden a multiple of 16
+        with AVX-512, of 8 with AVX2, no proj_size, per-step projection, tanh-form gates, custom_vjp) on the
+        kernels of `s2l_jax.native_lstm`, built with the system's C++ compiler on first use (the XLA scan where
+        they cannot be built: a warning).
     """
 
     input_projection: str = "per_step"
@@ -192,8 +193,7 @@ def uses_native(options: ScanOptions, p: Params, dtype, chunk: int = 1) -> bool:
     """Whether an LSTM direction (params `p`, input `dtype`) runs on `native_lstm`'s kernels (`ScanOptions.native`)."""
     return (options.native and options.custom_vjp and options.tanh_sigmoid and chunk == 1
             and native_lstm.applies(p["weight_hh"].shape[0] // 4, {jnp.dtype(dtype), p["weight_hh"].dtype},
-                                    "weight_hr" in p)
-            and native_lstm.available())
+                                    "weight_hr" in p))
 
 
 def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):

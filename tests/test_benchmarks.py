@@ -64,10 +64,13 @@ def test_gru_grid_runs_for_every_framework_kind_and_unknown_cells_are_refused(tm
 def test_profile_attributes_time_to_the_per_step_ops_of_the_loop():
     from benchmarks.profile import op_times
 
-    times, faults = op_times("seed/last/infer", calls=2)
+    times, faults = op_times("seed/last/infer", calls=2, options={"native": False})  # the XLA scan
     per_step = {name: ms for name, (ms, n) in times.items() if n == 20}  # the seed size runs 20 time steps
     assert per_step and all(ms > 0 for ms in per_step.values()) and faults >= 0
     assert any(name.startswith("while") for name in times)  # the loop itself, run once per call
+    times, _ = op_times("seed/last/infer", calls=2)  # the native kernel: one custom call per call, no loop
+    assert [n for name, (_, n) in times.items() if name.startswith("ffi_call")] == [1]
+    assert not any(name.startswith("while") for name in times)
 
 
 def test_median_weights_rounds_alike_and_marks_rounds_that_disagree():

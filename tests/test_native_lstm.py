@@ -73,8 +73,8 @@ def test_a_nan_input_gives_nan_outputs_not_clamped_numbers():
 
 
 def test_the_xla_scan_runs_where_the_kernels_do_not_apply():
-    p, _ = _direction(hidden=20)
-    assert not uses_native(ScanOptions(), p, jnp.float32)  # hidden not a multiple of 16
+    p, _ = _direction(hidden=native_lstm.units() + 1)
+    assert not uses_native(ScanOptions(), p, jnp.float32)  # hidden not a multiple of the build's tile width
     p, _ = _direction(hidden=16)
     assert not uses_native(ScanOptions(), p, jnp.float16)  # input not float32
     assert not uses_native(ScanOptions(), jax.tree.map(lambda a: a.astype(jnp.float16), p), jnp.float32)

@@ -1,6 +1,7 @@
 // One LSTM direction's recurrence on the CPU as XLA FFI custom calls (s2l_jax/native_lstm.py builds and
 // registers them). XLA:CPU runs a scan's body on one thread, an op at a time; these run each time step as tiles
-// of (4 batch rows x 16 hidden units): the tile's gate columns [i f g o] x 16 are one register-blocked dot over
+// of (kRows batch rows x kLanes hidden units): the tile's gate columns [i f g o] x kLanes are one register-blocked
+// dot over
 // [h, x_t], and its cell update follows in registers. The tiles of a step are shared between the calling thread
 // and helpers on XLA's intra-op pool (claimed by an atomic counter, so the caller never waits for a helper to
 // start). Formulas as s2l_jax/lstm_vjp.py: gates pre-scaled for sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
@@ -18,28 +19,43 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
+// Vector width and tile height by instruction set: a forward tile keeps kRows x 4 vectors of accumulators and the
+// 4 weight vectors of one k in registers (32 registers with AVX-512 or NEON, 16 with AVX2 / SSE).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kRows = 4;
+#elif defined(__AVX__)
+constexpr int kLanes = 8, kRows = 2;
+#elif defined(__SSE2__)
+constexpr int kLanes = 4, kRows = 2;
+#else
+constexpr int kLanes = 4, kRows = 4;
+#endif
+typedef float vec __attribute__((vector_size(4 * kLanes)));  // one vector: kLanes hidden units
 
-inline v16 load(const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; }
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
-inline v16 splat(float s) { return v16{} + s; }
+inline vec load(const float* p) { vec v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof v); }
+inline vec splat(float s) { return vec{} + s; }
 
 // Keeps a loaded vector in a register: GCC otherwise folds the load into each row's FMA, loading it once per row.
-inline void in_register(v16& v) {
+inline void in_register(vec& v) {
 #if defined(__AVX512F__)
   asm("" : "+v"(v));
+#elif defined(__x86_64__)
+  asm("" : "+x"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
 #else
   (void)v;
 #endif
 }
 
 // tanh as XLA:CPU and Eigen compute it in float32: a rational approximation on [-7.9053, 7.9053] (NaN stays NaN).
-inline v16 vtanh(v16 x) {
+inline vec vtanh(vec x) {
   const float clamp = 7.90531110763549805f;
   x = x > clamp ? splat(clamp) : x;
   x = x < -clamp ? splat(-clamp) : x;
-  v16 x2 = x * x;
-  v16 p = splat(-2.76076847742355e-16f);
+  vec x2 = x * x;
+  vec p = splat(-2.76076847742355e-16f);
   p = p * x2 + 2.00018790482477e-13f;
   p = p * x2 - 8.60467152213735e-11f;
   p = p * x2 + 5.12229709037114e-08f;
@@ -47,16 +63,15 @@ inline v16 vtanh(v16 x) {
   p = p * x2 + 6.37261928875436e-04f;
   p = p * x2 + 4.89352455891786e-03f;
   p = p * x;
-  v16 q = splat(1.19825839466702e-06f);
+  vec q = splat(1.19825839466702e-06f);
   q = q * x2 + 1.18534705686654e-04f;
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
   return p / q;
 }
 
-constexpr int kRows = 4;   // batch rows per forward tile
 constexpr int kBack = 8;   // batch rows per backward tile
-constexpr int kUnits = 16; // hidden units per tile (one v16)
+constexpr int kUnits = kLanes;  // hidden units per tile (one vector)
 
 // Runs `phases` phases of `tiles` tiles each, phase after phase; tile(phase, index) may run on any thread.
 // Helpers join through the pool when it has a free thread; the caller claims tiles too and waits only for
@@ -107,7 +122,8 @@ void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) 
   state->finished.store(true, std::memory_order_release);
 }
 
-// Forward. x (T, B, E); wp packed (H/16, H + E, 64): block u's columns are [i f g o] x units 16u..16u+15 of
+// Forward. x (T, B, E); wp packed (H/U, H + E, 4U) with U = kUnits: block u's columns are [i f g o] x units
+// uU..uU+U-1 of
 // [W_hh; W_ih]^T pre-scaled; bp (H/16, 64) likewise; mask (T, B) uint8. Outputs ys (T, B, H) zero where masked,
 // h_n, c_n; with residuals hx (T, B, H + E) = [h_prev, x_t], c_prev (T, B, H), pre (T, B, 4H) in torch order.
 struct Fwd {
@@ -124,24 +140,24 @@ void fwd_tile(Fwd& s, int p, int r0, int u) {
   const float* h = s.hbuf.data() + size_t(p % 2) * B * H;
   float* h_out = s.hbuf.data() + size_t((p + 1) % 2) * B * H;
   const float* xt = s.x + size_t(t) * B * E;
-  const float* w = s.wp + size_t(u) * K * 64;
+  const float* w = s.wp + size_t(u) * K * 4 * kUnits;
   int rows[kRows];
   for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
-  v16 acc[kRows][4];
+  vec acc[kRows][4];
   for (int g = 0; g < 4; g++) {
-    v16 b = load(s.bp + u * 64 + g * 16);
+    vec b = load(s.bp + (u * 4 + g) * kUnits);
     for (int r = 0; r < kRows; r++) acc[r][g] = b;
   }
-  for (int k = 0; k < H; k++, w += 64) {
-    v16 w0 = load(w), w1 = load(w + 16), w2 = load(w + 32), w3 = load(w + 48);
+  for (int k = 0; k < H; k++, w += 4 * kUnits) {
+    vec w0 = load(w), w1 = load(w + kUnits), w2 = load(w + 2 * kUnits), w3 = load(w + 3 * kUnits);
     in_register(w0); in_register(w1); in_register(w2); in_register(w3);
     for (int r = 0; r < kRows; r++) {
       float a = h[size_t(rows[r]) * H + k];
       acc[r][0] += a * w0; acc[r][1] += a * w1; acc[r][2] += a * w2; acc[r][3] += a * w3;
     }
   }
-  for (int k = 0; k < E; k++, w += 64) {
-    v16 w0 = load(w), w1 = load(w + 16), w2 = load(w + 32), w3 = load(w + 48);
+  for (int k = 0; k < E; k++, w += 4 * kUnits) {
+    vec w0 = load(w), w1 = load(w + kUnits), w2 = load(w + 2 * kUnits), w3 = load(w + 3 * kUnits);
     in_register(w0); in_register(w1); in_register(w2); in_register(w3);
     for (int r = 0; r < kRows; r++) {
       float a = xt[size_t(rows[r]) * E + k];
@@ -152,21 +168,21 @@ void fwd_tile(Fwd& s, int p, int r0, int u) {
   for (int r = 0; r < kRows && r0 + r < B; r++) {
     const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;
     float* c = s.cn + b * H + j;  // the carry lives in c_n
-    v16 c_old = load(c), h_old = load(h + b * H + j);
+    vec c_old = load(c), h_old = load(h + b * H + j);
     if (s.keep) {
       float* pr = s.pre + size_t(t) * B * 4 * H + b * 4 * H + j;
       for (int g = 0; g < 4; g++) store(pr + g * H, acc[r][g]);
       store(s.cprev + bh, c_old);
       store(s.hx + size_t(t) * B * K + b * K + j, h_old);
     }
-    v16 i = 0.5f * vtanh(acc[r][0]) + 0.5f, f = 0.5f * vtanh(acc[r][1]) + 0.5f;
-    v16 g = vtanh(acc[r][2]), o = 0.5f * vtanh(acc[r][3]) + 0.5f;
-    v16 c_new = f * c_old + i * g;
-    v16 h_new = o * vtanh(c_new);
+    vec i = 0.5f * vtanh(acc[r][0]) + 0.5f, f = 0.5f * vtanh(acc[r][1]) + 0.5f;
+    vec g = vtanh(acc[r][2]), o = 0.5f * vtanh(acc[r][3]) + 0.5f;
+    vec c_new = f * c_old + i * g;
+    vec h_new = o * vtanh(c_new);
     if (s.mask[size_t(t) * B + b]) {
       store(c, c_new); store(h_out + b * H + j, h_new); store(s.ys + bh, h_new);
     } else {
-      store(h_out + b * H + j, h_old); store(s.ys + bh, v16{});
+      store(h_out + b * H + j, h_old); store(s.ys + bh, vec{});
     }
   }
   if (s.keep && u == 0) {  // x_t beside h_prev in the residual
@@ -188,7 +204,7 @@ ffi::Error lstm_forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   Fwd s;
   s.T = int(xd[0]); s.B = int(xd[1]); s.E = int(xd[2]); s.H = int(h0.dimensions()[1]);
   if (s.H % kUnits || wp.element_count() != size_t(s.H + s.E) * 4 * s.H)
-    return ffi::Error::InvalidArgument("lstm_forward: hidden size must be a multiple of 16, weights packed");
+    return ffi::Error::InvalidArgument("lstm_forward: hidden size must be a multiple of S2lLstmUnits(), weights packed");
   s.reverse = reverse; s.keep = keep;
   s.x = x.typed_data(); s.wp = wp.typed_data(); s.bp = bp.typed_data(); s.mask = mask.typed_data();
   s.ys = ys->typed_data(); s.hn = hn->typed_data(); s.cn = cn->typed_data();
@@ -207,7 +223,7 @@ ffi::Error lstm_forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
 
 // Backward of the recurrence: from the residuals and cotangents, da (T, B, 4H) (gradient of the unscaled gate
 // pre-activations, torch order) and (dh0, dc0). Phase p handles time t (in backward order) and first finishes the
-// previous phase's dh: dh = da_{prev} @ W_hh (whh packed (H/16, 4H, 16): block u is W_hh[:, 16u..16u+15]).
+// previous phase's dh: dh = da_{prev} @ W_hh (whh packed (H/U, 4H, U): block u is W_hh[:, uU..uU+U-1]).
 struct Bwd {
   int T, B, H;
   bool reverse;
@@ -224,15 +240,15 @@ void bwd_tile(Bwd& s, int p, int r0, int u) {
   const int t_prev = s.reverse ? p - 1 : s.T - p;         // the step the previous phase handled
   int rows[kBack];
   for (int r = 0; r < kBack; r++) rows[r] = std::min(r0 + r, B - 1);
-  v16 dh[kBack];
+  vec dh[kBack];
   if (p == 0) {
     for (int r = 0; r < kBack; r++) dh[r] = load(s.dhn + size_t(rows[r]) * H + j);
   } else {  // dh = da_{t_prev} @ W_hh[:, block] + what masked steps passed through
     const float* da = s.da + size_t(t_prev) * B * 4 * H;
-    const float* w = s.whh + size_t(u) * 4 * H * 16;
+    const float* w = s.whh + size_t(u) * 4 * H * kUnits;
     for (int r = 0; r < kBack; r++) dh[r] = load(s.pass.data() + size_t(rows[r]) * H + j);
-    for (int k = 0; k < 4 * H; k++, w += 16) {
-      v16 wk = load(w);
+    for (int k = 0; k < 4 * H; k++, w += kUnits) {
+      vec wk = load(w);
       for (int r = 0; r < kBack; r++) dh[r] += da[size_t(rows[r]) * 4 * H + k] * wk;
     }
   }
@@ -246,23 +262,23 @@ void bwd_tile(Bwd& s, int p, int r0, int u) {
   for (int r = 0; r < kBack && r0 + r < B; r++) {
     const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;
     const float* pr = s.pre + size_t(t) * B * 4 * H + b * 4 * H + j;
-    v16 i = 0.5f * vtanh(load(pr)) + 0.5f, f = 0.5f * vtanh(load(pr + H)) + 0.5f;
-    v16 g = vtanh(load(pr + 2 * H)), o = 0.5f * vtanh(load(pr + 3 * H)) + 0.5f;
-    v16 c = load(s.cprev + bh);
-    v16 th = vtanh(f * c + i * g);
+    vec i = 0.5f * vtanh(load(pr)) + 0.5f, f = 0.5f * vtanh(load(pr + H)) + 0.5f;
+    vec g = vtanh(load(pr + 2 * H)), o = 0.5f * vtanh(load(pr + 3 * H)) + 0.5f;
+    vec c = load(s.cprev + bh);
+    vec th = vtanh(f * c + i * g);
     float* dcp = s.dc.data() + b * H + j;
-    v16 dc_carry = load(dcp);
+    vec dc_carry = load(dcp);
     bool m = s.mask[size_t(t) * B + b];
-    v16 dh_new = m ? dh[r] + load(s.dys + bh) : v16{};
-    v16 dc_in = m ? dc_carry : v16{};
-    v16 dc_new = dc_in + dh_new * o * (1.0f - th * th);
+    vec dh_new = m ? dh[r] + load(s.dys + bh) : vec{};
+    vec dc_in = m ? dc_carry : vec{};
+    vec dc_new = dc_in + dh_new * o * (1.0f - th * th);
     float* da = s.da + size_t(t) * B * 4 * H + b * 4 * H + j;
     store(da, dc_new * g * i * (1.0f - i));
     store(da + H, dc_new * c * f * (1.0f - f));
     store(da + 2 * H, dc_new * i * (1.0f - g * g));
     store(da + 3 * H, dh_new * th * o * (1.0f - o));
-    store(dcp, dc_new * f + (m ? v16{} : dc_carry));
-    store(s.pass.data() + b * H + j, m ? v16{} : dh[r]);
+    store(dcp, dc_new * f + (m ? vec{} : dc_carry));
+    store(s.pass.data() + b * H + j, m ? vec{} : dh[r]);
   }
 }
 
@@ -276,7 +292,7 @@ ffi::Error lstm_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::B
   Bwd s;
   s.T = int(d[0]); s.B = int(d[1]); s.H = int(d[2]); s.reverse = reverse;
   if (s.H % kUnits || whh.element_count() != size_t(4) * s.H * s.H)
-    return ffi::Error::InvalidArgument("lstm_backward: hidden size must be a multiple of 16, weights packed");
+    return ffi::Error::InvalidArgument("lstm_backward: hidden size must be a multiple of S2lLstmUnits(), weights packed");
   s.dys = dys.typed_data(); s.cprev = cprev.typed_data(); s.pre = pre.typed_data(); s.whh = whh.typed_data();
   s.dhn = dhn.typed_data(); s.dcn = dcn.typed_data(); s.mask = mask.typed_data();
   s.da = da->typed_data(); s.dh0 = dh0->typed_data(); s.dc0 = dc0->typed_data();
@@ -291,6 +307,9 @@ ffi::Error lstm_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::B
 }
 
 }  // namespace
+
+// Hidden units per tile on this build: the hidden size must be a multiple (s2l_jax.native_lstm packs by it).
+extern "C" int S2lLstmUnits() { return kUnits; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(S2lLstmForward, lstm_forward,
                               ffi::Ffi::Bind()
