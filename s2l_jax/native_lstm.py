@@ -23,6 +23,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from jax import lax
+from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -140,9 +142,20 @@ def _batch_parallel(run: Callable, batch_dims: tuple, result_batch_dims: tuple, 
         return (mesh, run, shardings(mesh, axis, result_batch_dims, result_shape),
                 shardings(mesh, axis, batch_dims, arg_shapes))
 
-    wrapped = custom_partitioning(run)
-    wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
-    return wrapped
+    partitioned = custom_partitioning(run)
+    partitioned.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
+
+    @custom_vmap
+    def call(*args):
+        return partitioned(*args)
+
+    @call.def_vmap
+    def _one_at_a_time(size, batched, *args):  # custom_partitioning has no batching rule: loop over the vmap axis
+        args = [a if b else jnp.broadcast_to(a, (size, *a.shape)) for a, b in zip(args, batched, strict=True)]
+        outs = lax.map(lambda a: partitioned(*a), args)
+        return outs, (True,) * len(outs)
+
+    return call
 
 
 def _forward_call(reverse: bool, keep: bool) -> Callable:
@@ -152,7 +165,7 @@ def _forward_call(reverse: bool, keep: bool) -> Callable:
         state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
         outs = (jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32), state, state,
                 res(time, batch, hidden + size), res(time, batch, hidden), res(time, batch, 4 * hidden))
-        kernel = jax.ffi.ffi_call("s2l_S2lLstmForward", outs, vmap_method="sequential")
+        kernel = jax.ffi.ffi_call("s2l_S2lLstmForward", outs)
         return kernel(x, mask, wp, bp, h0, c0, reverse=reverse, keep=keep)
 
     residuals = "t b k, t b h, t b f" if keep else "z1, z2, z3"
@@ -165,7 +178,7 @@ def _backward_call(reverse: bool) -> Callable:
         time, batch, hidden = dys.shape
         state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
         outs = (jax.ShapeDtypeStruct((time, batch, 4 * hidden), jnp.float32), state, state)
-        kernel = jax.ffi.ffi_call("s2l_S2lLstmBackward", outs, vmap_method="sequential")
+        kernel = jax.ffi.ffi_call("s2l_S2lLstmBackward", outs)
         return kernel(dys, mask, c_prev, pre, whh, dh, dc, reverse=reverse)
 
     return _batch_parallel(run, (1, 1, 1, 1, None, 0, 0), (1, 0, 0),

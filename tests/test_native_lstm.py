@@ -6,9 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from oracle import close, compare_recurrent
 
-from s2l_jax import ScanOptions, native_lstm
+from parity import TorchSequenceClassifier, from_torch
+from s2l_jax import ClassifierConfig, ScanOptions, native_lstm
+from s2l_jax.predictor import Predictor, lstm_layout
 from s2l_jax.recurrent import scan_direction, uses_native
 
 XLA = ScanOptions(native=False)
@@ -86,3 +89,39 @@ def test_the_xla_scan_runs_where_the_kernels_do_not_apply():
 def test_building_without_a_compiler_names_the_compiler():
     with pytest.raises(RuntimeError, match="no C.. compiler 'no-such-c..'"):
         native_lstm.build(compiler="no-such-c++")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_remat_on_the_kernels_matches_the_xla_scan(reverse):
+    p, rng = _direction(hidden=16, size=3)
+    x = jnp.asarray(rng.normal(size=(9, 5, 3)), jnp.float32)
+    mask = jnp.asarray(np.arange(9)[:, None, None] < np.array([9, 2, 5, 9, 7])[None, :, None])
+    carry = (jnp.zeros((5, 16)), jnp.zeros((5, 16)))
+
+    def loss(p, x, options):
+        ys, (h, c) = scan_direction("lstm", p, x, mask, carry, reverse=reverse, options=options)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+
+    remat = ScanOptions(remat=True, chunk=4)  # 3 chunks, the last one padded
+    assert uses_native(remat, p, x.dtype)
+    got = jax.grad(loss, (0, 1))(p, x, remat)
+    want = jax.grad(loss, (0, 1))(p, x, XLA)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        close(a, b, 1e-5, relative_to_scale=True)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_predictor_packs_the_weights_once_and_matches_apply_bit_for_bit_and_torch(fuse):
+    config = ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=16, num_classes=3, pooling="attention",
+                              bidirectional=True, num_layers=2)
+    tm = TorchSequenceClassifier(config)
+    model, variables = from_torch(tm, pooling=config.pooling)
+    model = model.clone(options=ScanOptions(fuse_directions=fuse))
+    layout = lstm_layout(model, variables["params"])["encoder"]
+    assert layout["joint_l0"].shape == (16 // native_lstm.units(), 16 + 6, 4 * native_lstm.units())  # packed
+    tokens = jax.random.randint(jax.random.key(1), (5, 7), 1, 30)
+    lengths = jnp.array([7, 1, 4, 7, 3])
+    got = Predictor(model, variables)(tokens, lengths)
+    np.testing.assert_array_equal(got, jax.jit(model.apply)(variables, tokens, lengths=lengths))
+    expected = tm(torch.tensor(np.array(tokens)), torch.tensor(np.array(lengths))).detach().numpy()
+    close(got, expected, 1e-5)
