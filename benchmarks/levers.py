@@ -30,16 +30,18 @@ VARIANTS: dict[str, dict] = {
     "hoisted_unroll4": dict(input_projection="hoisted", unroll=4, custom_vjp=False),
     "vjp_hoisted_unroll4": dict(input_projection="hoisted", unroll=4, custom_vjp=True),
     "chunk16_fused": dict(input_projection="chunked", chunk=16, fuse_directions=True, custom_vjp=False),
-    "vjp_step": dict(input_projection="per_step", custom_vjp=True),
-    "vjp_step_fused": dict(input_projection="per_step", custom_vjp=True, fuse_directions=True),
+    "vjp_step": dict(input_projection="per_step", native=False, custom_vjp=True),
+    "vjp_step_fused": dict(input_projection="per_step", native=False, custom_vjp=True, fuse_directions=True),
     "vjp_chunk8": dict(input_projection="chunked", chunk=8, custom_vjp=True),
     "vjp_chunk16": dict(input_projection="chunked", chunk=16, custom_vjp=True),
     "vjp_chunk16_fused": dict(input_projection="chunked", chunk=16, custom_vjp=True, fuse_directions=True),
     "vjp_hoisted": dict(input_projection="hoisted", custom_vjp=True),
     "vjp_chunk16_unroll2": dict(input_projection="chunked", chunk=16, unroll=2, custom_vjp=True),
     "remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True, custom_vjp=False),
-    "vjp_remat": dict(input_projection="per_step", remat=True),
+    "vjp_remat": dict(input_projection="per_step", native=False, remat=True),
     "vjp_remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True),
+    "native": dict(),  # the defaults: LSTMs on s2l_jax.native_lstm's kernels (vjp_step is the same on XLA's scan)
+    "native_remat": dict(remat=True),
 }
 
 

@@ -48,19 +48,21 @@ def _cpu_id() -> str:
 
 
 def build(compiler: str | None = None) -> Path:
-    """Compile the kernels (or reuse a build of the same source, jaxlib, compiler and CPU); returns the library."""
+    """Compile the kernels (or reuse a build of the same source, FFI headers, compiler and CPU); returns the
+    library's path."""
     compiler = compiler or os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler {compiler!r} on PATH to build the native LSTM kernels")
-    include = jax.ffi.include_dir()
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), jax.__version__, compiler, *FLAGS, _cpu_id()]).encode())
+    include = Path(jax.ffi.include_dir())
+    headers = [h.read_text() for h in sorted((include / "xla" / "ffi" / "api").glob("*.h"))]  # the FFI's ABI
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *headers, compiler, *FLAGS, _cpu_id()]).encode())
     out = _cache_dir() / f"lstm_cpu_{key.hexdigest()[:16]}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
-        cmd = [compiler, *FLAGS, "-I", include, str(SOURCE), "-o", str(tmp_out)]
+        cmd = [compiler, *FLAGS, "-I", str(include), str(SOURCE), "-o", str(tmp_out)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"building the native LSTM kernels failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")

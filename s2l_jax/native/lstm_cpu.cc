@@ -84,6 +84,14 @@ struct Phases {
   std::thread::id caller = std::this_thread::get_id();
 };
 
+inline void pause() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 template <typename Tile>
 void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) {
   auto state = std::make_shared<Phases>();
@@ -116,7 +124,7 @@ void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) 
     state->phase.store(p, std::memory_order_release);
     work(p);
     int64_t target = int64_t(p + 1) * tiles;
-    while (state->done.load(std::memory_order_acquire) < target) {}
+    while (state->done.load(std::memory_order_acquire) < target) pause();
   }
   // helpers only touch `tile` inside a claimed tile, and every claimed tile is done: safe to return.
   state->finished.store(true, std::memory_order_release);
