@@ -70,10 +70,14 @@ def build(compiler: str | None = None) -> Path:
     return out
 
 
+def _supported_platform() -> bool:
+    return platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
+
+
 @functools.cache
 def _registered() -> tuple[int, str | None]:
     """Build, load and register the kernels once per process: (hidden units per tile, None) or (0, why not)."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
+    if not _supported_platform():
         return 0, f"native LSTM kernels are for Linux on x86_64/aarch64, not {platform.system()} {platform.machine()}"
     try:
         lib = ctypes.CDLL(str(build()))
@@ -85,9 +89,10 @@ def _registered() -> tuple[int, str | None]:
 
 
 def available(warn: bool = True) -> bool:
-    """Whether the kernels run in this process (built and registered); warns once with the reason if not."""
+    """Whether the kernels run in this process (built and registered); where they should but cannot (Linux
+    without a compiler, say) warns once with the reason."""
     _, reason = _registered()
-    if reason is not None and warn:
+    if reason is not None and warn and _supported_platform():
         _warn_once(reason)
     return reason is None
 
@@ -160,6 +165,7 @@ def _batch_parallel(run: Callable, batch_dims: tuple, result_batch_dims: tuple, 
     return call
 
 
+@functools.cache
 def _forward_call(reverse: bool, keep: bool) -> Callable:
     def run(x, mask, wp, bp, h0, c0):
         (time, batch, size), hidden = x.shape, h0.shape[-1]
@@ -175,6 +181,7 @@ def _forward_call(reverse: bool, keep: bool) -> Callable:
                            f"t b e, t b, u k g, u g, b h, b h -> t b h, b h, b h, {residuals}")
 
 
+@functools.cache
 def _backward_call(reverse: bool) -> Callable:
     def run(dys, mask, c_prev, pre, whh, dh, dc):
         time, batch, hidden = dys.shape

@@ -56,7 +56,8 @@ class ScanOptions:
     native: on the CPU, run the recurrence of LSTM directions that allow it (float32, hidden a multiple of 16
         with AVX-512, of 8 with AVX2, no proj_size, per-step projection, tanh-form gates, custom_vjp) on the
         kernels of `s2l_jax.native_lstm`, built with the system's C++ compiler on first use (the XLA scan where
-        they cannot be built: a warning).
+        they cannot be built: a warning). A program that uses them needs them registered where it runs: for
+        `jax.export`, set native=False.
     """
 
     input_projection: str = "per_step"

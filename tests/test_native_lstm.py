@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +129,37 @@ def test_predictor_packs_the_weights_once_and_matches_apply_bit_for_bit_and_torc
     np.testing.assert_array_equal(got, jax.jit(model.apply)(variables, tokens, lengths=lengths))
     expected = tm(torch.tensor(np.array(tokens)), torch.tensor(np.array(lengths))).detach().numpy()
     close(got, expected, 1e-5)
+
+
+def test_the_kernels_give_the_same_bits_on_every_call():
+    # each tile is summed by one thread in a fixed order, whichever thread claims it
+    p, rng = _direction(hidden=32, size=5)
+    x = jnp.asarray(rng.normal(size=(12, 9, 5)), jnp.float32)
+    carry = (jnp.zeros((9, 32)), jnp.zeros((9, 32)))
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(scan_direction("lstm", p, x, None, carry)[0]))))
+    first = grad(p)
+    for _ in range(5):
+        for a, b in zip(jax.tree.leaves(grad(p)), jax.tree.leaves(first), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+FALLBACK_SCRIPT = r"""
+import warnings, jax, jax.numpy as jnp, numpy as np
+from s2l_jax import LSTM, ScanOptions
+x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 4)), jnp.float32)
+layer = LSTM(hidden_size=16)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    variables = layer.init(jax.random.key(0), x)
+    got = layer.apply(variables, x)[0]
+assert any("no C++ compiler '/nonexistent/c++'" in str(w.message) for w in caught), [str(w.message) for w in caught]
+want = LSTM(hidden_size=16, options=ScanOptions(native=False)).apply(variables, x)[0]
+np.testing.assert_array_equal(got, want)
+print("fell back")
+"""
+
+
+def test_without_a_compiler_lstms_run_the_xla_scan_with_a_warning(tmp_path):
+    env = {**os.environ, "CXX": "/nonexistent/c++", "S2L_NATIVE_CACHE": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "fell back" in out.stdout, out.stderr[-2000:]
