@@ -213,7 +213,8 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
     direct, remat = _DIRECTIONS[cell]
     if options.remat:
         ys, carry = remat((static, steps), weights, xp, mp, tuple(carry0))
-    elif "joint" in p and chunk == 1:  # laid out ahead by s2l_jax.predictor (LSTM, inference)
+    elif "joint" in p and chunk == 1 and (p["joint"].ndim == 3) == static[4]:
+        # laid out ahead by s2l_jax.predictor (LSTM, inference), packed where it expected the kernels
         ys, carry = lstm_direction_laid_out(static, weights, (p["joint"], p["joint_bias"]), xp, mp, tuple(carry0))
     else:
         ys, carry = direct(static, weights, xp, mp, tuple(carry0))

@@ -1,10 +1,9 @@
 // One LSTM direction's recurrence on the CPU as XLA FFI custom calls (s2l_jax/native_lstm.py builds and
 // registers them). XLA:CPU runs a scan's body on one thread, an op at a time; these run each time step as tiles
-// of (kRows batch rows x kLanes hidden units): the tile's gate columns [i f g o] x kLanes are one register-blocked
-// dot over
-// [h, x_t], and its cell update follows in registers. The tiles of a step are shared between the calling thread
-// and helpers on XLA's intra-op pool (claimed by an atomic counter, so the caller never waits for a helper to
-// start). Formulas as s2l_jax/lstm_vjp.py: gates pre-scaled for sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
+// of (kRows batch rows x kLanes hidden units): the tile's gate columns [i f g o] x kLanes are one register-
+// blocked dot over [h, x_t], and its cell update follows in registers. The tiles of a step are shared between the
+// calling thread and helpers on XLA's intra-op pool (claimed by an atomic counter, so the caller never waits for
+// a helper to start). Formulas as s2l_jax/lstm_vjp.py: gates pre-scaled for sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -124,16 +123,19 @@ void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) 
     state->phase.store(p, std::memory_order_release);
     work(p);
     int64_t target = int64_t(p + 1) * tiles;
-    while (state->done.load(std::memory_order_acquire) < target) pause();
+    // a helper still finishing a tile: spin briefly, then let it have the core (more threads than cores)
+    for (int spins = 0; state->done.load(std::memory_order_acquire) < target;) {
+      if (spins < 4096) { spins++; pause(); } else { std::this_thread::yield(); }
+    }
   }
   // helpers only touch `tile` inside a claimed tile, and every claimed tile is done: safe to return.
   state->finished.store(true, std::memory_order_release);
 }
 
 // Forward. x (T, B, E); wp packed (H/U, H + E, 4U) with U = kUnits: block u's columns are [i f g o] x units
-// uU..uU+U-1 of
-// [W_hh; W_ih]^T pre-scaled; bp (H/16, 64) likewise; mask (T, B) uint8. Outputs ys (T, B, H) zero where masked,
-// h_n, c_n; with residuals hx (T, B, H + E) = [h_prev, x_t], c_prev (T, B, H), pre (T, B, 4H) in torch order.
+// uU..uU+U-1 of [W_hh; W_ih]^T pre-scaled; bp (H/U, 4U) likewise; mask (T, B) uint8. Outputs ys (T, B, H) zero
+// where masked, h_n, c_n; with residuals hx (T, B, H + E) = [h_prev, x_t], c_prev (T, B, H), pre (T, B, 4H) in
+// torch order.
 struct Fwd {
   int T, B, E, H;
   bool reverse, keep;
