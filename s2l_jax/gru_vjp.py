@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from s2l_jax import native_rnn
 from s2l_jax.scan_vjp import make_direction, make_remat_direction, scan_projected
 
-# `Static`: (reverse, chunk, unroll, tanh_sigmoid). x `(time, batch, input)` with time % chunk == 0.
+# `Static`: (reverse, chunk, unroll, tanh_sigmoid, native). x `(time, batch, input)` with time % chunk == 0.
+# native: the recurrences run on `native_rnn`'s CPU kernels (chunk 1, tanh_sigmoid; float32).
 
 
 def _gate_scale(hidden: int, dtype) -> jax.Array:
@@ -37,7 +39,9 @@ def forward(static, weights, x, mask, carry, keep: bool):
 
     weights `(W_ih (3H, input), W_hh (3H, H), b_ih (3H,), b_hh (3H,))`, carry `(h,)`.
     """
-    reverse, chunk, unroll, tanh_sigmoid = static
+    reverse, chunk, unroll, tanh_sigmoid, native = static
+    if native:
+        return native_rnn.gru_forward(x, mask, native_rnn.pack_gru(weights, tanh_sigmoid), carry, reverse, keep)
     w_ih, w_hh, b_ih, b_hh = weights
     hidden = w_hh.shape[1]
     if tanh_sigmoid:
@@ -67,7 +71,7 @@ def forward(static, weights, x, mask, carry, keep: bool):
 
 def backward(static, weights, x, mask, res, dys, dcarry):
     """Gradients `((dW_ih, dW_hh, db_ih, db_hh), dx, (dh0,))` from `forward`'s residuals and the cotangents."""
-    reverse, _, unroll, tanh_sigmoid = static
+    reverse, _, unroll, tanh_sigmoid, native = static
     w_ih, w_hh, _, _ = weights
     h_prev, pre_rz, pre_n, h_n = res
     (dh_last,) = dcarry
@@ -89,8 +93,11 @@ def backward(static, weights, x, mask, res, dys, dcarry):
             dh_old = dh_old + jnp.where(m_t, jnp.zeros_like(dh), dh)
         return dh_old, (dxg, dhg)
 
-    dh0, (dxg, dhg) = lax.scan(step, dh_last, (dys, mask, h_prev, pre_rz, pre_n, h_n), reverse=not reverse,
-                               unroll=unroll)
+    if native:
+        dxg, dhg, dh0 = native_rnn.gru_backward(dys, mask, res, w_hh, dh_last, reverse)
+    else:
+        dh0, (dxg, dhg) = lax.scan(step, dh_last, (dys, mask, h_prev, pre_rz, pre_n, h_n), reverse=not reverse,
+                                   unroll=unroll)
     # time and batch contracted as two axes (no reshape): a batch-sharded step then reduces partial sums
     contract = (((0, 1), (0, 1)), ((), ()))
     dw_ih = lax.dot_general(dxg, x, contract)  # (3H, input)

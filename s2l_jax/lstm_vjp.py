@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from s2l_jax import native_lstm
+from s2l_jax import native_rnn
 from s2l_jax.scan_vjp import make_direction, make_remat_direction, scan_projected
 
 # `Static`: (reverse, chunk, unroll, tanh_sigmoid, native). x `(time, batch, input)` with time % chunk == 0.
-# native: the recurrences run on `native_lstm`'s CPU kernels (chunk 1, tanh_sigmoid, no proj_size; float32).
+# native: the recurrences run on `native_rnn`'s CPU kernels (chunk 1, tanh_sigmoid, no proj_size; float32).
 
 
 def _gate_scale(hidden: int, dtype) -> jax.Array:
@@ -70,10 +70,10 @@ def forward(static, weights, x, mask, carry, keep: bool, joint: tuple | None = N
     once ahead (chunk 1 only), so that inference does not lay the weights out again on every call.
     """
     reverse, chunk, unroll, tanh_sigmoid, native = static
-    if native:  # `joint` may hold the weights packed ahead for the kernel (`native_lstm.pack_forward`)
-        packed = joint if joint is not None and joint[0].ndim == 3 else native_lstm.pack_forward(
+    if native:  # `joint` may hold the weights packed ahead for the kernel (`native_rnn.pack_forward`)
+        packed = joint if joint is not None and joint[0].ndim == 3 else native_rnn.pack_forward(
             *(joint if joint is not None else joint_weights(weights, tanh_sigmoid)))
-        return native_lstm.forward(x, mask, packed, tuple(carry), reverse, keep)
+        return native_rnn.forward(x, mask, packed, tuple(carry), reverse, keep)
     w_hr_t = weights[3].T if len(weights) == 4 else None  # (H, P)
     joint_dot = chunk == 1  # per-step projection: one dot over [h, x_t] (see the module docstring)
     if joint_dot:
@@ -139,7 +139,7 @@ def backward(static, weights, x, mask, res, dys, dcarry):
         return (dh_old, dc_old), (da, () if w_hr is None else (dh_new, o * t))
 
     if native:
-        da, (dh0, dc0) = native_lstm.backward(dys, mask, c_prev, pre, w_hh, (dh_n, dc_n), reverse)
+        da, (dh0, dc0) = native_rnn.backward(dys, mask, c_prev, pre, w_hh, (dh_n, dc_n), reverse)
         proj = ()
     else:
         (dh0, dc0), (da, proj) = lax.scan(step, (dh_n, dc_n), (dys, mask, c_prev, pre), reverse=not reverse,

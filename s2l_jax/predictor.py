@@ -3,7 +3,7 @@
 The per-step dot wants `[W_hh; W_ih]^T` with the sigmoid gates' rows scaled by 0.5 (`lstm_vjp.joint_weights`);
 `model.apply` derives it from the torch-shaped params on every call, a transpose of every recurrent weight that
 took 8-16% of a seed-size forward pass (benchmarks/README.md, ninth look); for the native CPU kernels
-(`s2l_jax.native_lstm`) it is packed in tiles as well. `Predictor` derives it once, keeps it
+(`s2l_jax.native_rnn`) it is packed in tiles as well. `Predictor` derives it once, keeps it
 in a "layout" collection beside the params it came from, and cannot be differentiated (its weights are not the
 params). Same numbers as `jax.jit(model.apply)`, bit for bit.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from s2l_jax import native_lstm
+from s2l_jax import native_rnn
 from s2l_jax.layers import check_token_ids
 from s2l_jax.lstm_vjp import joint_weights
 from s2l_jax.masks import check_length_values
@@ -37,7 +37,7 @@ def lstm_layout(model: SequenceClassifier, params: Mapping) -> dict:
             p = direction_params(params["encoder"], layer, reverse)
             joint = joint_weights(direction_weights("lstm", p), opt.tanh_sigmoid)
             if uses_native(opt, p, p["weight_hh"].dtype):
-                joint = native_lstm.pack_forward(*joint)
+                joint = native_rnn.pack_forward(*joint)
             layout[names["joint"]], layout[names["joint_bias"]] = joint
     return {"encoder": layout}
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from s2l_jax import native_lstm
+from s2l_jax import native_rnn
 from s2l_jax.cudnn import cudnn_lstm_scan
 from s2l_jax.gru_vjp import gru_direction, gru_direction_remat
 from s2l_jax.lstm_vjp import lstm_direction, lstm_direction_laid_out, lstm_direction_remat
@@ -53,9 +53,9 @@ class ScanOptions:
         carries plus one chunk); without, `jax.checkpoint` per step (or per chunk when "chunked").
     cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of
         `jax.experimental.rnn` (`s2l_jax.cudnn`; GPU only). The other options then do not apply.
-    native: on the CPU, run the recurrence of LSTM directions that allow it (float32, hidden a multiple of 16
-        with AVX-512, of 8 with AVX2, no proj_size, per-step projection, tanh-form gates, custom_vjp) on the
-        kernels of `s2l_jax.native_lstm`, built with the system's C++ compiler on first use (the XLA scan where
+    native: on the CPU, run the recurrence of LSTM and GRU directions that allow it (float32, hidden a multiple
+        of 16 with AVX-512, of 8 with AVX2, no proj_size, per-step projection, tanh-form gates, custom_vjp) on the
+        kernels of `s2l_jax.native_rnn`, built with the system's C++ compiler on first use (the XLA scan where
         they cannot be built: a warning). A program that uses them needs them registered where it runs: for
         `jax.export`, set native=False.
     """
@@ -190,11 +190,13 @@ def direction_weights(cell: str, p: Params) -> tuple:
     return weights + ((p["weight_hr"],) if "weight_hr" in p else ())
 
 
-def uses_native(options: ScanOptions, p: Params, dtype, chunk: int = 1) -> bool:
-    """Whether an LSTM direction (params `p`, input `dtype`) runs on `native_lstm`'s kernels (`ScanOptions.native`)."""
-    return (options.native and options.custom_vjp and options.tanh_sigmoid and chunk == 1
-            and native_lstm.applies(p["weight_hh"].shape[0] // 4, {jnp.dtype(dtype), p["weight_hh"].dtype},
-                                    "weight_hr" in p))
+def uses_native(options: ScanOptions, p: Params, dtype, chunk: int = 1, cell: str = "lstm") -> bool:
+    """Whether an LSTM or GRU direction (params `p`, input `dtype`) runs on `native_rnn`'s kernels
+    (`ScanOptions.native`)."""
+    gates = {"lstm": 4, "gru": 3}.get(cell)
+    return (gates is not None and options.native and options.custom_vjp and options.tanh_sigmoid and chunk == 1
+            and native_rnn.applies(p["weight_hh"].shape[0] // gates, {jnp.dtype(dtype), p["weight_hh"].dtype},
+                                   "weight_hr" in p))
 
 
 def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
@@ -208,8 +210,8 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
     weights = direction_weights(cell, p)
     flag = cell == "rnn_relu" if cell.startswith("rnn") else options.tanh_sigmoid
     static = (reverse, chunk, options.unroll, flag)
-    if cell == "lstm":
-        static += (uses_native(options, p, x.dtype, chunk),)
+    if cell in ("lstm", "gru"):
+        static += (uses_native(options, p, x.dtype, chunk, cell),)
     direct, remat = _DIRECTIONS[cell]
     if options.remat:
         ys, carry = remat((static, steps), weights, xp, mp, tuple(carry0))

@@ -1,136 +1,10 @@
-// One LSTM direction's recurrence on the CPU as XLA FFI custom calls (s2l_jax/native_lstm.py builds and
-// registers them). XLA:CPU runs a scan's body on one thread, an op at a time; these run each time step as tiles
-// of (kRows batch rows x kLanes hidden units): the tile's gate columns [i f g o] x kLanes are one register-
-// blocked dot over [h, x_t], and its cell update follows in registers. The tiles of a step are shared between the
-// calling thread and helpers on XLA's intra-op pool (claimed by an atomic counter, so the caller never waits for
-// a helper to start). Formulas as s2l_jax/lstm_vjp.py: gates pre-scaled for sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
-#include <algorithm>
-#include <atomic>
-#include <cstdint>
-#include <cstring>
-#include <memory>
-#include <thread>
-#include <vector>
+// One LSTM direction's recurrence as XLA FFI custom calls (tiles and threads: tiles.h). Formulas as
+// s2l_jax/lstm_vjp.py.
+#include "tiles.h"
 
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+using namespace s2l;
 
 namespace {
-
-// Vector width and tile height by instruction set: a forward tile keeps kRows x 4 vectors of accumulators and the
-// 4 weight vectors of one k in registers (32 registers with AVX-512 or NEON, 16 with AVX2 / SSE).
-#if defined(__AVX512F__)
-constexpr int kLanes = 16, kRows = 4;
-#elif defined(__AVX__)
-constexpr int kLanes = 8, kRows = 2;
-#elif defined(__SSE2__)
-constexpr int kLanes = 4, kRows = 2;
-#else
-constexpr int kLanes = 4, kRows = 4;
-#endif
-typedef float vec __attribute__((vector_size(4 * kLanes)));  // one vector: kLanes hidden units
-
-inline vec load(const float* p) { vec v; std::memcpy(&v, p, sizeof v); return v; }
-inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof v); }
-inline vec splat(float s) { return vec{} + s; }
-
-// Keeps a loaded vector in a register: GCC otherwise folds the load into each row's FMA, loading it once per row.
-inline void in_register(vec& v) {
-#if defined(__AVX512F__)
-  asm("" : "+v"(v));
-#elif defined(__x86_64__)
-  asm("" : "+x"(v));
-#elif defined(__aarch64__)
-  asm("" : "+w"(v));
-#else
-  (void)v;
-#endif
-}
-
-// tanh as XLA:CPU and Eigen compute it in float32: a rational approximation on [-7.9053, 7.9053] (NaN stays NaN).
-inline vec vtanh(vec x) {
-  const float clamp = 7.90531110763549805f;
-  x = x > clamp ? splat(clamp) : x;
-  x = x < -clamp ? splat(-clamp) : x;
-  vec x2 = x * x;
-  vec p = splat(-2.76076847742355e-16f);
-  p = p * x2 + 2.00018790482477e-13f;
-  p = p * x2 - 8.60467152213735e-11f;
-  p = p * x2 + 5.12229709037114e-08f;
-  p = p * x2 + 1.48572235717979e-05f;
-  p = p * x2 + 6.37261928875436e-04f;
-  p = p * x2 + 4.89352455891786e-03f;
-  p = p * x;
-  vec q = splat(1.19825839466702e-06f);
-  q = q * x2 + 1.18534705686654e-04f;
-  q = q * x2 + 2.26843463243900e-03f;
-  q = q * x2 + 4.89352518554385e-03f;
-  return p / q;
-}
-
-constexpr int kBack = 8;   // batch rows per backward tile
-constexpr int kUnits = kLanes;  // hidden units per tile (one vector)
-
-// Runs `phases` phases of `tiles` tiles each, phase after phase; tile(phase, index) may run on any thread.
-// Helpers join through the pool when it has a free thread; the caller claims tiles too and waits only for
-// tiles that were claimed, so the work completes whether or not a helper ever starts.
-struct Phases {
-  std::atomic<int64_t> claimed{0};  // phase * tiles + next tile index, for the current phase
-  std::atomic<int64_t> done{0};     // tiles finished, over all phases
-  std::atomic<int> phase{-1};
-  std::atomic<bool> finished{false};
-  std::thread::id caller = std::this_thread::get_id();
-};
-
-inline void pause() {
-#if defined(__x86_64__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-template <typename Tile>
-void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) {
-  auto state = std::make_shared<Phases>();
-  auto work = [state, phases, tiles, &tile](int p) {
-    for (;;) {
-      int64_t c = state->claimed.load(std::memory_order_relaxed);
-      int64_t base = int64_t(p) * tiles;
-      if (c < base || c >= base + tiles) return;
-      if (!state->claimed.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
-      tile(p, int(c - base));
-      state->done.fetch_add(1, std::memory_order_acq_rel);
-    }
-  };
-  // one thread per core in all, the caller included
-  int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-  int helpers = int(std::min<int64_t>({pool.num_threads(), cores - 1, tiles / 2}));
-  for (int i = 0; i < helpers; i++) {
-    pool.Schedule([state, work]() {
-      if (std::this_thread::get_id() == state->caller) return;  // a pool that runs tasks inline: no helper
-      int seen = -1;
-      while (!state->finished.load(std::memory_order_acquire)) {
-        int p = state->phase.load(std::memory_order_acquire);
-        if (p != seen && p >= 0) { work(p); seen = p; }
-        else std::this_thread::yield();
-      }
-    });
-  }
-  for (int p = 0; p < phases; p++) {
-    state->claimed.store(int64_t(p) * tiles, std::memory_order_release);
-    state->phase.store(p, std::memory_order_release);
-    work(p);
-    int64_t target = int64_t(p + 1) * tiles;
-    // a helper still finishing a tile: spin briefly, then let it have the core (more threads than cores)
-    for (int spins = 0; state->done.load(std::memory_order_acquire) < target;) {
-      if (spins < 4096) { spins++; pause(); } else { std::this_thread::yield(); }
-    }
-  }
-  // helpers only touch `tile` inside a claimed tile, and every claimed tile is done: safe to return.
-  state->finished.store(true, std::memory_order_release);
-}
 
 // Forward. x (T, B, E); wp packed (H/U, H + E, 4U) with U = kUnits: block u's columns are [i f g o] x units
 // uU..uU+U-1 of [W_hh; W_ih]^T pre-scaled; bp (H/U, 4U) likewise; mask (T, B) uint8. Outputs ys (T, B, H) zero
@@ -158,22 +32,7 @@ void fwd_tile(Fwd& s, int p, int r0, int u) {
     vec b = load(s.bp + (u * 4 + g) * kUnits);
     for (int r = 0; r < kRows; r++) acc[r][g] = b;
   }
-  for (int k = 0; k < H; k++, w += 4 * kUnits) {
-    vec w0 = load(w), w1 = load(w + kUnits), w2 = load(w + 2 * kUnits), w3 = load(w + 3 * kUnits);
-    in_register(w0); in_register(w1); in_register(w2); in_register(w3);
-    for (int r = 0; r < kRows; r++) {
-      float a = h[size_t(rows[r]) * H + k];
-      acc[r][0] += a * w0; acc[r][1] += a * w1; acc[r][2] += a * w2; acc[r][3] += a * w3;
-    }
-  }
-  for (int k = 0; k < E; k++, w += 4 * kUnits) {
-    vec w0 = load(w), w1 = load(w + kUnits), w2 = load(w + 2 * kUnits), w3 = load(w + 3 * kUnits);
-    in_register(w0); in_register(w1); in_register(w2); in_register(w3);
-    for (int r = 0; r < kRows; r++) {
-      float a = xt[size_t(rows[r]) * E + k];
-      acc[r][0] += a * w0; acc[r][1] += a * w1; acc[r][2] += a * w2; acc[r][3] += a * w3;
-    }
-  }
+  gate_dot(acc, rows, h, H, xt, E, w);
   const int j = u * kUnits;
   for (int r = 0; r < kRows && r0 + r < B; r++) {
     const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;
@@ -257,10 +116,7 @@ void bwd_tile(Bwd& s, int p, int r0, int u) {
     const float* da = s.da + size_t(t_prev) * B * 4 * H;
     const float* w = s.whh + size_t(u) * 4 * H * kUnits;
     for (int r = 0; r < kBack; r++) dh[r] = load(s.pass.data() + size_t(rows[r]) * H + j);
-    for (int k = 0; k < 4 * H; k++, w += kUnits) {
-      vec wk = load(w);
-      for (int r = 0; r < kBack; r++) dh[r] += da[size_t(rows[r]) * 4 * H + k] * wk;
-    }
+    back_dot(dh, rows, da, 4 * H, w);
   }
   if (p == s.T) {  // the final phase: only dh0 (and dc0, already in the carry)
     for (int r = 0; r < kBack && r0 + r < B; r++) {
@@ -318,7 +174,7 @@ ffi::Error lstm_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::B
 
 }  // namespace
 
-// Hidden units per tile on this build: the hidden size must be a multiple (s2l_jax.native_lstm packs by it).
+// Hidden units per tile on this build: the hidden size must be a multiple (s2l_jax.native_rnn packs by it).
 extern "C" int S2lLstmUnits() { return kUnits; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(S2lLstmForward, lstm_forward,

@@ -1,10 +1,11 @@
-"""The LSTM recurrence as native CPU kernels (`native/lstm_cpu.cc`, XLA FFI custom calls), built on first use.
+"""LSTM and GRU recurrences as native CPU kernels (`native/*.cc`, XLA FFI custom calls), built on first use.
 
 XLA:CPU runs a scan's body an op at a time on one thread: at small sizes its loop overhead and the lone second
-core cost it against torch's oneDNN LSTM (benchmarks/README.md, looks 5-13). The kernels run each step as tiles
-(a register-blocked dot and the cell update) shared with XLA's intra-op threads. They replace `lstm_vjp`'s two
-scans only: same residuals, same weight-gradient dots after the loop. The library is compiled with the system's
-C++ compiler for this CPU (`-march=native`) into a cache directory; without a compiler the XLA scan runs instead.
+core cost it against torch's oneDNN LSTM (benchmarks/README.md, looks 5-14). The kernels run each step as tiles
+(a register-blocked dot and the cell update) shared with XLA's intra-op threads. They replace the two scans of
+`lstm_vjp` / `gru_vjp` only: same residuals, same weight-gradient dots after the loop. The library is compiled
+with the system's C++ compiler for this CPU (`-march=native`) into a cache directory; without a compiler the XLA
+scan runs instead.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-SOURCE = Path(__file__).parent / "native" / "lstm_cpu.cc"
+NATIVE = Path(__file__).parent / "native"
+SOURCES = (NATIVE / "lstm_cpu.cc", NATIVE / "gru_cpu.cc")
+KERNELS = ("S2lLstmForward", "S2lLstmBackward", "S2lGruForward", "S2lGruBackward")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
 
 
@@ -52,20 +55,21 @@ def build(compiler: str | None = None) -> Path:
     library's path."""
     compiler = compiler or os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C++ compiler {compiler!r} on PATH to build the native LSTM kernels")
+        raise RuntimeError(f"no C++ compiler {compiler!r} on PATH to build the native RNN kernels")
     include = Path(jax.ffi.include_dir())
     headers = [h.read_text() for h in sorted((include / "xla" / "ffi" / "api").glob("*.h"))]  # the FFI's ABI
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *headers, compiler, *FLAGS, _cpu_id()]).encode())
-    out = _cache_dir() / f"lstm_cpu_{key.hexdigest()[:16]}.so"
+    sources = [f.read_text() for f in (*SOURCES, NATIVE / "tiles.h")]
+    key = hashlib.sha256("\0".join([*sources, *headers, compiler, *FLAGS, _cpu_id()]).encode())
+    out = _cache_dir() / f"s2l_rnn_{key.hexdigest()[:16]}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
-        cmd = [compiler, *FLAGS, "-I", str(include), str(SOURCE), "-o", str(tmp_out)]
+        cmd = [compiler, *FLAGS, "-I", str(include), *map(str, SOURCES), "-o", str(tmp_out)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
-            raise RuntimeError(f"building the native LSTM kernels failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"building the native RNN kernels failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
         os.replace(tmp_out, out)  # atomic: concurrent builds of the same key write the same file
     return out
 
@@ -78,12 +82,12 @@ def _supported_platform() -> bool:
 def _registered() -> tuple[int, str | None]:
     """Build, load and register the kernels once per process: (hidden units per tile, None) or (0, why not)."""
     if not _supported_platform():
-        return 0, f"native LSTM kernels are for Linux on x86_64/aarch64, not {platform.system()} {platform.machine()}"
+        return 0, f"native RNN kernels are for Linux on x86_64/aarch64, not {platform.system()} {platform.machine()}"
     try:
         lib = ctypes.CDLL(str(build()))
     except (OSError, RuntimeError) as e:
         return 0, str(e)
-    for name in ("S2lLstmForward", "S2lLstmBackward"):
+    for name in KERNELS:
         jax.ffi.register_ffi_target(f"s2l_{name}", jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
     return lib.S2lLstmUnits(), None
 
@@ -104,12 +108,12 @@ def units() -> int:
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-    warnings.warn(f"{reason}; LSTMs run the XLA scan instead", RuntimeWarning, stacklevel=3)
+    warnings.warn(f"{reason}; LSTMs and GRUs run the XLA scan instead", RuntimeWarning, stacklevel=3)
 
 
 def applies(hidden: int, dtypes: set, projected: bool) -> bool:
-    """Whether an LSTM direction runs on the kernels: input and weights float32 on the CPU, no proj_size, the
-    kernels built, and hidden a multiple of `units()`."""
+    """Whether an LSTM or GRU direction runs on the kernels: input and weights float32 on the CPU, no proj_size,
+    the kernels built, and hidden a multiple of `units()`."""
     return (jax.default_backend() == "cpu" and set(dtypes) == {jnp.dtype(jnp.float32)} and not projected
             and available() and hidden % units() == 0)
 
@@ -211,3 +215,68 @@ def backward(dys: jax.Array, mask: jax.Array | None, c_prev: jax.Array, pre: jax
     dh, dc = (a.astype(jnp.float32) for a in dcarry)
     da, dh0, dc0 = _backward_call(reverse)(dys.astype(jnp.float32), _mask(mask, time, batch), c_prev, pre, whh, dh, dc)
     return da, (dh0, dc0)
+
+
+def pack_gru(weights: tuple, tanh_sigmoid: bool = True) -> tuple[jax.Array, jax.Array]:
+    """GRU `(W_ih (3H, input), W_hh (3H, H), b_ih, b_hh)` -> per-tile blocks `(H/U, H + input, 4U)`, `(H/U, 4U)`:
+    column vectors [r, z, x_n, h_n], the h rows `[W_hr, W_hz, 0, W_hn]^T`, the x rows `[W_ir, W_iz, W_in, 0]^T`,
+    bias `[b_ir + b_hr, b_iz + b_hz, b_in, b_hn]`; r and z scaled by 0.5 for the tanh form (exact)."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    hidden = w_hh.shape[1]
+    if tanh_sigmoid:
+        scale = jnp.concatenate([jnp.full((2 * hidden,), 0.5, w_hh.dtype), jnp.ones((hidden,), w_hh.dtype)])
+        w_ih, w_hh, b_ih, b_hh = w_ih * scale[:, None], w_hh * scale[:, None], b_ih * scale, b_hh * scale
+    gates = lambda w: jnp.split(w.T, 3, axis=-1)  # noqa: E731  (rows, H) each: r, z, n
+    (hr, hz, hn), (xr, xz, xn) = gates(w_hh), gates(w_ih)
+    w = jnp.concatenate([jnp.stack([hr, hz, jnp.zeros_like(hn), hn], 1),
+                         jnp.stack([xr, xz, xn, jnp.zeros_like(xn)], 1)])  # (H + input, 4, H)
+    (bir, biz, bin_), (bhr, bhz, bhn) = jnp.split(b_ih, 3), jnp.split(b_hh, 3)
+    bias = jnp.stack([bir + bhr, biz + bhz, bin_, bhn])  # (4, H)
+    u = units()
+    wp = w.reshape(w.shape[0], 4, hidden // u, u).transpose(2, 0, 1, 3).reshape(-1, w.shape[0], 4 * u)
+    return wp, bias.reshape(4, hidden // u, u).transpose(1, 0, 2).reshape(-1, 4 * u)
+
+
+@functools.cache
+def _gru_forward_call(reverse: bool, keep: bool) -> Callable:
+    def run(x, mask, wp, bp, h0):
+        (time, batch, _), hidden = x.shape, h0.shape[-1]
+        res = lambda *shape: jax.ShapeDtypeStruct(shape if keep else (0,), jnp.float32)  # noqa: E731
+        outs = (jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32),
+                jax.ShapeDtypeStruct((batch, hidden), jnp.float32), res(time, batch, hidden),
+                res(time, batch, 2 * hidden), res(time, batch, hidden), res(time, batch, hidden))
+        return jax.ffi.ffi_call("s2l_S2lGruForward", outs)(x, mask, wp, bp, h0, reverse=reverse, keep=keep)
+
+    residuals = "t b h, t b f, t b h, t b h" if keep else "z1, z2, z3, z4"
+    return _batch_parallel(run, (1, 1, None, None, 0), (1, 0) + ((1, 1, 1, 1) if keep else (None,) * 4),
+                           f"t b e, t b, u k g, u g, b h -> t b h, b h, {residuals}")
+
+
+@functools.cache
+def _gru_backward_call(reverse: bool) -> Callable:
+    def run(dys, mask, h_prev, pre_rz, pre_n, h_n, whh, dh):
+        time, batch, hidden = dys.shape
+        grads = jax.ShapeDtypeStruct((time, batch, 3 * hidden), jnp.float32)
+        outs = (grads, grads, jax.ShapeDtypeStruct((batch, hidden), jnp.float32))
+        kernel = jax.ffi.ffi_call("s2l_S2lGruBackward", outs)
+        return kernel(dys, mask, h_prev, pre_rz, pre_n, h_n, whh, dh, reverse=reverse)
+
+    return _batch_parallel(run, (1, 1, 1, 1, 1, 1, None, 0), (1, 1, 0),
+                           "t b h, t b, t b h, t b f, t b h, t b h, u g s, b h -> t b g, t b g, b h")
+
+
+def gru_forward(x: jax.Array, mask: jax.Array | None, packed: tuple[jax.Array, jax.Array], carry: tuple,
+                reverse: bool, keep: bool):
+    """`gru_vjp.forward`'s contract (tanh-form gates): `(ys, (h,), residuals (h_prev, pre_rz, pre_n, h_n) or ())`."""
+    time, batch, _ = x.shape
+    ys, h, *res = _gru_forward_call(reverse, keep)(x, _mask(mask, time, batch), *packed, carry[0].astype(jnp.float32))
+    return ys, (h,), (tuple(res) if keep else ())
+
+
+def gru_backward(dys: jax.Array, mask: jax.Array | None, res: tuple, w_hh: jax.Array, dh: jax.Array,
+                 reverse: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The backward recurrence of `gru_vjp.backward`: `(dxg, dhg (time, batch, 3H), dh0)`."""
+    time, batch, hidden = dys.shape
+    whh = w_hh.reshape(3 * hidden, hidden // units(), units()).transpose(1, 0, 2)  # (H/U, 3H, U)
+    return _gru_backward_call(reverse)(dys.astype(jnp.float32), _mask(mask, time, batch), *res, whh,
+                                       dh.astype(jnp.float32))

@@ -1,4 +1,4 @@
-"""The native CPU LSTM kernels (`s2l_jax.native_lstm`) against torch and against the XLA scan they replace."""
+"""The native CPU LSTM and GRU kernels (`s2l_jax.native_rnn`) against torch and the XLA scan they replace."""
 
 from __future__ import annotations
 
@@ -14,40 +14,42 @@ import torch
 from oracle import close, compare_recurrent
 
 from parity import TorchSequenceClassifier, from_torch
-from s2l_jax import ClassifierConfig, ScanOptions, native_lstm
+from s2l_jax import ClassifierConfig, ScanOptions, native_rnn
 from s2l_jax.predictor import Predictor, lstm_layout
 from s2l_jax.recurrent import scan_direction, uses_native
 
 XLA = ScanOptions(native=False)
 
 
-def _direction(hidden=32, size=5, seed=0):
+def _direction(hidden=32, size=5, seed=0, cell="lstm"):
     rng = np.random.default_rng(seed)
     f32 = lambda *shape: jnp.asarray(rng.normal(0, 0.3, shape), jnp.float32)  # noqa: E731
-    return {"weight_ih": f32(4 * hidden, size), "weight_hh": f32(4 * hidden, hidden), "bias_ih": f32(4 * hidden),
-            "bias_hh": f32(4 * hidden)}, rng
+    g = 4 if cell == "lstm" else 3
+    return {"weight_ih": f32(g * hidden, size), "weight_hh": f32(g * hidden, hidden), "bias_ih": f32(g * hidden),
+            "bias_hh": f32(g * hidden)}, rng
 
 
 def test_the_kernels_are_built_here():
-    assert native_lstm.available(), native_lstm._registered()
+    assert native_rnn.available(), native_rnn._registered()
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_kernels_match_the_xla_scan_in_outputs_and_every_gradient(reverse, masked):
+def test_kernels_match_the_xla_scan_in_outputs_and_every_gradient(cell, reverse, masked):
     # batch 6: partial tiles of 4 (forward) and 8 (backward) rows; hidden 32: two unit blocks
-    p, rng = _direction()
+    p, rng = _direction(cell=cell)
     total, batch = 7, 6
     x = jnp.asarray(rng.normal(size=(total, batch, 5)), jnp.float32)
     lengths = np.array([7, 1, 4, 7, 2, 5])
     mask = jnp.asarray(np.arange(total)[:, None, None] < lengths[None, :, None]) if masked else None
-    carry = tuple(jnp.asarray(rng.normal(size=(batch, 32)), jnp.float32) for _ in range(2))
+    carry = tuple(jnp.asarray(rng.normal(size=(batch, 32)), jnp.float32) for _ in range(2 if cell == "lstm" else 1))
     w = jnp.asarray(rng.normal(size=(total, batch, 32)), jnp.float32)
-    assert uses_native(ScanOptions(), p, x.dtype) and not uses_native(XLA, p, x.dtype)
+    assert uses_native(ScanOptions(), p, x.dtype, cell=cell) and not uses_native(XLA, p, x.dtype, cell=cell)
 
     def loss(p, x, carry, options):
-        ys, (h, c) = scan_direction("lstm", p, x, mask, carry, reverse=reverse, options=options)
-        return jnp.sum(ys * w) + jnp.sum(h * w[0]) - jnp.sum(c * w[1]), (ys, h, c)
+        ys, last = scan_direction(cell, p, x, mask, carry, reverse=reverse, options=options)
+        return jnp.sum(ys * w) + sum(jnp.sum(s * w[i]) for i, s in enumerate(last)), (ys, last)
 
     (_, native), g_native = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True), static_argnums=3)(
         p, x, carry, ScanOptions())
@@ -58,14 +60,16 @@ def test_kernels_match_the_xla_scan_in_outputs_and_every_gradient(reverse, maske
         assert not np.any(np.asarray(native[0])[lengths[None, :] <= np.arange(total)[:, None]])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_native_lstm_matches_torch_with_lengths_and_initial_state(bidirectional):
-    compare_recurrent("lstm", layers=2, bidirectional=bidirectional, hidden=16, input_size=7, batch=5, total=6,
+def test_native_kernels_match_torch_with_lengths_and_initial_state(cell, bidirectional):
+    compare_recurrent(cell, layers=2, bidirectional=bidirectional, hidden=16, input_size=7, batch=5, total=6,
                       lengths=[6, 1, 3, 6, 2], with_state=True, options=ScanOptions())
 
 
-def test_native_lstm_matches_torch_large_hidden_batch_first_off():
-    compare_recurrent("lstm", hidden=48, input_size=3, batch=9, total=4, batch_first=False, options=ScanOptions())
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_native_kernels_match_torch_large_hidden_batch_first_off(cell):
+    compare_recurrent(cell, hidden=48, input_size=3, batch=9, total=4, batch_first=False, options=ScanOptions())
 
 
 def test_a_nan_input_gives_nan_outputs_not_clamped_numbers():
@@ -80,7 +84,7 @@ def test_a_nan_input_gives_nan_outputs_not_clamped_numbers():
 
 
 def test_the_xla_scan_runs_where_the_kernels_do_not_apply():
-    p, _ = _direction(hidden=native_lstm.units() + 1)
+    p, _ = _direction(hidden=native_rnn.units() + 1)
     assert not uses_native(ScanOptions(), p, jnp.float32)  # hidden not a multiple of the build's tile width
     p, _ = _direction(hidden=16)
     assert not uses_native(ScanOptions(), p, jnp.float16)  # input not float32
@@ -92,22 +96,23 @@ def test_the_xla_scan_runs_where_the_kernels_do_not_apply():
 
 def test_building_without_a_compiler_names_the_compiler():
     with pytest.raises(RuntimeError, match="no C.. compiler 'no-such-c..'"):
-        native_lstm.build(compiler="no-such-c++")
+        native_rnn.build(compiler="no-such-c++")
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_remat_on_the_kernels_matches_the_xla_scan(reverse):
-    p, rng = _direction(hidden=16, size=3)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_remat_on_the_kernels_matches_the_xla_scan(cell, reverse):
+    p, rng = _direction(hidden=16, size=3, cell=cell)
     x = jnp.asarray(rng.normal(size=(9, 5, 3)), jnp.float32)
     mask = jnp.asarray(np.arange(9)[:, None, None] < np.array([9, 2, 5, 9, 7])[None, :, None])
-    carry = (jnp.zeros((5, 16)), jnp.zeros((5, 16)))
+    carry = (jnp.zeros((5, 16)),) * (2 if cell == "lstm" else 1)
 
     def loss(p, x, options):
-        ys, (h, c) = scan_direction("lstm", p, x, mask, carry, reverse=reverse, options=options)
-        return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c)
+        ys, last = scan_direction(cell, p, x, mask, carry, reverse=reverse, options=options)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(last[0] * last[-1])
 
     remat = ScanOptions(remat=True, chunk=4)  # 3 chunks, the last one padded
-    assert uses_native(remat, p, x.dtype)
+    assert uses_native(remat, p, x.dtype, cell=cell)
     got = jax.grad(loss, (0, 1))(p, x, remat)
     want = jax.grad(loss, (0, 1))(p, x, XLA)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
@@ -122,7 +127,7 @@ def test_predictor_packs_the_weights_once_and_matches_apply_bit_for_bit_and_torc
     model, variables = from_torch(tm, pooling=config.pooling)
     model = model.clone(options=ScanOptions(fuse_directions=fuse))
     layout = lstm_layout(model, variables["params"])["encoder"]
-    assert layout["joint_l0"].shape == (16 // native_lstm.units(), 16 + 6, 4 * native_lstm.units())  # packed
+    assert layout["joint_l0"].shape == (16 // native_rnn.units(), 16 + 6, 4 * native_rnn.units())  # packed
     tokens = jax.random.randint(jax.random.key(1), (5, 7), 1, 30)
     lengths = jnp.array([7, 1, 4, 7, 3])
     got = Predictor(model, variables)(tokens, lengths)
