@@ -163,7 +163,7 @@ def _batch_parallel(run: Callable, batch_dims: tuple, result_batch_dims: tuple, 
     @call.def_vmap
     def _one_at_a_time(size, batched, *args):  # custom_partitioning has no batching rule: loop over the vmap axis
         args = [a if b else jnp.broadcast_to(a, (size, *a.shape)) for a, b in zip(args, batched, strict=True)]
-        outs = lax.map(lambda a: partitioned(*a), args)
+        outs = lax.map(lambda a: call(*a), args)  # `call`, so that an outer vmap takes this rule again
         return outs, (True,) * len(outs)
 
     return call

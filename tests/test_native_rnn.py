@@ -168,3 +168,20 @@ def test_without_a_compiler_lstms_run_the_xla_scan_with_a_warning(tmp_path):
     env = {**os.environ, "CXX": "/nonexistent/c++", "S2L_NATIVE_CACHE": str(tmp_path), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "fell back" in out.stdout, out.stderr[-2000:]
+
+
+def test_nested_vmaps_and_jacrev_over_fused_directions_match_the_xla_scan():
+    # fuse_directions is one vmap inside the library; a user's vmap or jacrev adds another level
+    from s2l_jax.recurrent import recurrent_scan
+
+    rng = np.random.default_rng(0)
+    p = {f"{k}_l0{sfx}": jnp.asarray(rng.normal(0, 0.3, shape), jnp.float32) for sfx in ("", "_reverse")
+         for k, shape in [("weight_ih", (64, 3)), ("weight_hh", (64, 16)), ("bias_ih", (64,)), ("bias_hh", (64,))]}
+    x = jnp.asarray(rng.normal(size=(2, 4, 5, 3)), jnp.float32)  # (ensemble, batch, time, input)
+
+    def outputs(options):
+        return lambda x: recurrent_scan("lstm", p, x, bidirectional=True, options=options)[0]
+
+    fused, xla = ScanOptions(fuse_directions=True), ScanOptions(fuse_directions=True, native=False)
+    close(jax.vmap(outputs(fused))(x), jax.vmap(outputs(xla))(x), 1e-5)
+    close(jax.jit(jax.jacrev(outputs(fused)))(x[0]), jax.jacrev(outputs(xla))(x[0]), 1e-5)
