@@ -89,7 +89,7 @@ def _registered() -> tuple[int, str | None]:
         return 0, str(e)
     for name in KERNELS:
         jax.ffi.register_ffi_target(f"s2l_{name}", jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
-    return lib.S2lLstmUnits(), None
+    return lib.S2lTileUnits(), None
 
 
 def available(warn: bool = True) -> bool:

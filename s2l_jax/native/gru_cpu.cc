@@ -61,7 +61,7 @@ ffi::Error gru_forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   Fwd s;
   s.T = int(xd[0]); s.B = int(xd[1]); s.E = int(xd[2]); s.H = int(h0.dimensions()[1]);
   if (s.H % kUnits || wp.element_count() != size_t(s.H + s.E) * 4 * s.H)
-    return ffi::Error::InvalidArgument("gru_forward: hidden size must be a multiple of S2lLstmUnits(), weights packed");
+    return ffi::Error::InvalidArgument("gru_forward: hidden size must be a multiple of S2lTileUnits(), weights packed");
   s.reverse = reverse; s.keep = keep;
   s.x = x.typed_data(); s.wp = wp.typed_data(); s.bp = bp.typed_data(); s.mask = mask.typed_data();
   s.ys = ys->typed_data(); s.hlast = hlast->typed_data(); s.hprev = hprev->typed_data();
@@ -134,7 +134,7 @@ ffi::Error gru_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::Bu
   Bwd s;
   s.T = int(d[0]); s.B = int(d[1]); s.H = int(d[2]); s.reverse = reverse;
   if (s.H % kUnits || whh.element_count() != size_t(3) * s.H * s.H)
-    return ffi::Error::InvalidArgument("gru_backward: hidden size must be a multiple of S2lLstmUnits(), weights packed");
+    return ffi::Error::InvalidArgument("gru_backward: hidden size must be a multiple of S2lTileUnits(), weights packed");
   s.dys = dys.typed_data(); s.hprev = hprev.typed_data(); s.prerz = prerz.typed_data(); s.pren = pren.typed_data();
   s.hn = hn.typed_data(); s.whh = whh.typed_data(); s.dhlast = dhlast.typed_data(); s.mask = mask.typed_data();
   s.dxg = dxg->typed_data(); s.dhg = dhg->typed_data(); s.dh0 = dh0->typed_data();

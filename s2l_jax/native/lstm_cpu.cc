@@ -73,7 +73,7 @@ ffi::Error lstm_forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   Fwd s;
   s.T = int(xd[0]); s.B = int(xd[1]); s.E = int(xd[2]); s.H = int(h0.dimensions()[1]);
   if (s.H % kUnits || wp.element_count() != size_t(s.H + s.E) * 4 * s.H)
-    return ffi::Error::InvalidArgument("lstm_forward: hidden size must be a multiple of S2lLstmUnits(), weights packed");
+    return ffi::Error::InvalidArgument("lstm_forward: hidden size must be a multiple of S2lTileUnits(), weights packed");
   s.reverse = reverse; s.keep = keep;
   s.x = x.typed_data(); s.wp = wp.typed_data(); s.bp = bp.typed_data(); s.mask = mask.typed_data();
   s.ys = ys->typed_data(); s.hn = hn->typed_data(); s.cn = cn->typed_data();
@@ -158,7 +158,7 @@ ffi::Error lstm_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::B
   Bwd s;
   s.T = int(d[0]); s.B = int(d[1]); s.H = int(d[2]); s.reverse = reverse;
   if (s.H % kUnits || whh.element_count() != size_t(4) * s.H * s.H)
-    return ffi::Error::InvalidArgument("lstm_backward: hidden size must be a multiple of S2lLstmUnits(), weights packed");
+    return ffi::Error::InvalidArgument("lstm_backward: hidden size must be a multiple of S2lTileUnits(), weights packed");
   s.dys = dys.typed_data(); s.cprev = cprev.typed_data(); s.pre = pre.typed_data(); s.whh = whh.typed_data();
   s.dhn = dhn.typed_data(); s.dcn = dcn.typed_data(); s.mask = mask.typed_data();
   s.da = da->typed_data(); s.dh0 = dh0->typed_data(); s.dc0 = dc0->typed_data();
@@ -175,7 +175,7 @@ ffi::Error lstm_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::B
 }  // namespace
 
 // Hidden units per tile on this build: the hidden size must be a multiple (s2l_jax.native_rnn packs by it).
-extern "C" int S2lLstmUnits() { return kUnits; }
+extern "C" int S2lTileUnits() { return kUnits; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(S2lLstmForward, lstm_forward,
                               ffi::Ffi::Bind()
