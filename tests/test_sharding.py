@@ -125,7 +125,7 @@ for pooling, cell, proj in cases:
         assert ops["all-gather"] == ops["all-to-all"] == ops["collective-permute"] == 0, (pooling, cell, proj, ops)
         assert ops["all-reduce"] == 1 if step_mesh else ops["all-reduce"] >= 1, (pooling, cell, proj, ops)
         bodies = loop_bodies(hlo)
-        assert bodies or "s2l_S2lLstmForward" in hlo, "no time loop (while loop or native LSTM kernel) found"
+        assert bodies or "s2l_S2l" in hlo, "no time loop (while loop or native RNN kernel) found"
         if any("all-reduce(" in b for b in bodies):
             print("all-reduce in the time loop:", "mesh" if step_mesh else "jit", pooling, cell, proj)
     hlo = eval_step.lower(state[0], *batch).compile().as_text()
