@@ -40,7 +40,7 @@ VARIANTS: dict[str, dict] = {
     "remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True, custom_vjp=False),
     "vjp_remat": dict(input_projection="per_step", native=False, remat=True),
     "vjp_remat_chunk16": dict(input_projection="chunked", chunk=16, remat=True),
-    "native": dict(),  # the defaults: LSTMs on s2l_jax.native_rnn's kernels (vjp_step is the same on XLA's scan)
+    "native": dict(),  # the defaults: LSTMs, GRUs on native_rnn's kernels (vjp_step: the same on the XLA scan)
     "native_remat": dict(remat=True),
 }
 
