@@ -92,11 +92,11 @@ def _registered() -> tuple[int, str | None]:
     return lib.S2lTileUnits(), None
 
 
-def available(warn: bool = True) -> bool:
+def available() -> bool:
     """Whether the kernels run in this process (built and registered); where they should but cannot (Linux
     without a compiler, say) warns once with the reason."""
     _, reason = _registered()
-    if reason is not None and warn and _supported_platform():
+    if reason is not None and _supported_platform():
         _warn_once(reason)
     return reason is None
 

@@ -24,14 +24,9 @@ void fwd_tile(Fwd& s, int p, int r0, int u) {
   const int t = s.reverse ? s.T - 1 - p : p, B = s.B, E = s.E, H = s.H;
   const float* h = s.hbuf.data() + size_t(p % 2) * B * H;
   float* h_out = s.hbuf.data() + size_t((p + 1) % 2) * B * H;
-  int rows[kRows];
-  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
   vec acc[kRows][4];
-  for (int g = 0; g < 4; g++) {
-    vec b = load(s.bp + (u * 4 + g) * kUnits);
-    for (int r = 0; r < kRows; r++) acc[r][g] = b;
-  }
-  gate_dot(acc, rows, h, H, s.x + size_t(t) * B * E, E, s.wp + size_t(u) * (H + E) * 4 * kUnits);
+  gate_dot(acc, r0, B, s.bp + u * 4 * kUnits, h, H, s.x + size_t(t) * B * E, E,
+           s.wp + size_t(u) * (H + E) * 4 * kUnits);
   const int j = u * kUnits;
   for (int r = 0; r < kRows && r0 + r < B; r++) {
     const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;

@@ -13,7 +13,7 @@ namespace {
 struct Fwd {
   int T, B, E, H;
   bool reverse, keep;
-  const float *x, *wp, *bp, *h0, *c0;
+  const float *x, *wp, *bp;
   const uint8_t* mask;
   float *ys, *hn, *cn, *hx, *cprev, *pre;
   std::vector<float> hbuf;  // (2, B, H): the step's input h and its output
@@ -25,14 +25,8 @@ void fwd_tile(Fwd& s, int p, int r0, int u) {
   float* h_out = s.hbuf.data() + size_t((p + 1) % 2) * B * H;
   const float* xt = s.x + size_t(t) * B * E;
   const float* w = s.wp + size_t(u) * K * 4 * kUnits;
-  int rows[kRows];
-  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
   vec acc[kRows][4];
-  for (int g = 0; g < 4; g++) {
-    vec b = load(s.bp + (u * 4 + g) * kUnits);
-    for (int r = 0; r < kRows; r++) acc[r][g] = b;
-  }
-  gate_dot(acc, rows, h, H, xt, E, w);
+  gate_dot(acc, r0, B, s.bp + u * 4 * kUnits, h, H, xt, E, w);
   const int j = u * kUnits;
   for (int r = 0; r < kRows && r0 + r < B; r++) {
     const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;

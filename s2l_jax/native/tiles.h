@@ -133,9 +133,16 @@ void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) 
   state->finished.store(true, std::memory_order_release);
 }
 
-// acc[r][g] += [h, x_t][row r] . w[:, g-th vector] for the tile's rows (clamped to the batch); w: (H + E, 4U).
-inline void gate_dot(vec (&acc)[kRows][4], const int (&rows)[kRows], const float* h, int H, const float* xt,
-                     int E, const float* w) {
+// acc[r][g] = bias[g-th vector] + [h, x_t][row r0 + r] . w[:, g-th vector] for the tile's rows (clamped to the
+// batch: rows past it are computed and not stored); bias: (4U,), w: (H + E, 4U).
+inline void gate_dot(vec (&acc)[kRows][4], int r0, int B, const float* bias, const float* h, int H,
+                     const float* xt, int E, const float* w) {
+  int rows[kRows];
+  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
+  for (int g = 0; g < 4; g++) {
+    vec b = load(bias + g * kUnits);
+    for (int r = 0; r < kRows; r++) acc[r][g] = b;
+  }
   for (int k = 0; k < H; k++, w += 4 * kUnits) {
     vec w0 = load(w), w1 = load(w + kUnits), w2 = load(w + 2 * kUnits), w3 = load(w + 3 * kUnits);
     in_register(w0); in_register(w1); in_register(w2); in_register(w3);
