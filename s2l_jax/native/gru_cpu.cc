@@ -84,38 +84,40 @@ struct Bwd {
   std::vector<float> pass;  // (B, H)
 };
 
-void bwd_tile(Bwd& s, int p, int r0, int u) {
-  const int B = s.B, H = s.H, j = u * kUnits;
+void bwd_tile(Bwd& s, int p, int r0, int u, int nv) {
+  const int B = s.B, H = s.H, j0 = u * kUnits;
   const int t = s.reverse ? p : s.T - 1 - p;
   const int t_prev = s.reverse ? p - 1 : s.T - p;
-  int rows[kBack];
-  for (int r = 0; r < kBack; r++) rows[r] = std::min(r0 + r, B - 1);
-  vec dh[kBack];
-  if (p == 0) {
-    for (int r = 0; r < kBack; r++) dh[r] = load(s.dhlast + size_t(rows[r]) * H + j);
-  } else {
-    for (int r = 0; r < kBack; r++) dh[r] = load(s.pass.data() + size_t(rows[r]) * H + j);
-    back_dot(dh, rows, s.dhg + size_t(t_prev) * B * 3 * H, 3 * H, s.whh + size_t(u) * 3 * H * kUnits);
-  }
-  if (p == s.T) {
-    for (int r = 0; r < kBack && r0 + r < B; r++) store(s.dh0 + size_t(r0 + r) * H + j, dh[r]);
-    return;
-  }
-  for (int r = 0; r < kBack && r0 + r < B; r++) {
-    const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;
-    const float* prz = s.prerz + size_t(t) * B * 2 * H + b * 2 * H + j;
-    vec rg = 0.5f * vtanh(load(prz)) + 0.5f, z = 0.5f * vtanh(load(prz + H)) + 0.5f;
-    vec n = vtanh(load(s.pren + bh)), hn = load(s.hn + bh), h = load(s.hprev + bh);
-    bool m = s.mask[size_t(t) * B + b];
-    vec dh_new = m ? dh[r] + load(s.dys + bh) : vec{};
-    vec da_n = dh_new * (1.0f - z) * (1.0f - n * n);
-    vec da_r = da_n * hn * rg * (1.0f - rg);
-    vec da_z = dh_new * (h - n) * z * (1.0f - z);
-    float* dx = s.dxg + size_t(t) * B * 3 * H + b * 3 * H + j;
-    float* dhg = s.dhg + size_t(t) * B * 3 * H + b * 3 * H + j;
-    store(dx, da_r); store(dx + H, da_z); store(dx + 2 * H, da_n);
-    store(dhg, da_r); store(dhg + H, da_z); store(dhg + 2 * H, da_n * rg);
-    store(s.pass.data() + b * H + j, m ? dh_new * z : dh[r]);
+  int rows[kRows];
+  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
+  vec dh[kRows][kBackVecs];
+  const float* dh_in = p == 0 ? s.dhlast : s.pass.data();
+  for (int r = 0; r < kRows; r++)
+    for (int v = 0; v < nv; v++) dh[r][v] = load(dh_in + size_t(rows[r]) * H + j0 + v * kUnits);
+  if (p > 0) back_dot(dh, rows, s.dhg + size_t(t_prev) * B * 3 * H, 3 * H, s.whh + size_t(u) * 3 * H * kUnits, nv);
+  for (int r = 0; r < kRows && r0 + r < B; r++) {
+    const size_t b = r0 + r;
+    for (int v = 0; v < nv; v++) {
+      const int j = j0 + v * kUnits;
+      if (p == s.T) {
+        store(s.dh0 + b * H + j, dh[r][v]);
+        continue;
+      }
+      const size_t bh = size_t(t) * B * H + b * H + j;
+      const float* prz = s.prerz + size_t(t) * B * 2 * H + b * 2 * H + j;
+      vec rg = 0.5f * vtanh(load(prz)) + 0.5f, z = 0.5f * vtanh(load(prz + H)) + 0.5f;
+      vec n = vtanh(load(s.pren + bh)), hn = load(s.hn + bh), h = load(s.hprev + bh);
+      bool m = s.mask[size_t(t) * B + b];
+      vec dh_new = m ? dh[r][v] + load(s.dys + bh) : vec{};
+      vec da_n = dh_new * (1.0f - z) * (1.0f - n * n);
+      vec da_r = da_n * hn * rg * (1.0f - rg);
+      vec da_z = dh_new * (h - n) * z * (1.0f - z);
+      float* dx = s.dxg + size_t(t) * B * 3 * H + b * 3 * H + j;
+      float* dhg = s.dhg + size_t(t) * B * 3 * H + b * 3 * H + j;
+      store(dx, da_r); store(dx + H, da_z); store(dx + 2 * H, da_n);
+      store(dhg, da_r); store(dhg + H, da_z); store(dhg + 2 * H, da_n * rg);
+      store(s.pass.data() + b * H + j, m ? dh_new * z : dh[r][v]);
+    }
   }
 }
 
@@ -134,10 +136,10 @@ ffi::Error gru_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::Bu
   s.hn = hn.typed_data(); s.whh = whh.typed_data(); s.dhlast = dhlast.typed_data(); s.mask = mask.typed_data();
   s.dxg = dxg->typed_data(); s.dhg = dhg->typed_data(); s.dh0 = dh0->typed_data();
   s.pass.assign(size_t(s.B) * s.H, 0.0f);
-  const int row_tiles = (s.B + kBack - 1) / kBack, units = s.H / kUnits;
+  const BackTiles tiles(s.B, s.H);
   if (s.B > 0)
-    run_phases(pool, s.T + 1, row_tiles * units,
-               [&s, row_tiles](int p, int i) { bwd_tile(s, p, (i % row_tiles) * kBack, i / row_tiles); });
+    run_phases(pool, s.T + 1, tiles.count(),
+               [&s, &tiles](int p, int i) { bwd_tile(s, p, tiles.r0(i), tiles.u(i), tiles.nv(i)); });
   return ffi::Error::Success();
 }
 

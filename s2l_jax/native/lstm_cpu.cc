@@ -97,48 +97,46 @@ struct Bwd {
   std::vector<float> dc;    // (B, H) carry
 };
 
-void bwd_tile(Bwd& s, int p, int r0, int u) {
-  const int B = s.B, H = s.H, j = u * kUnits;
+void bwd_tile(Bwd& s, int p, int r0, int u, int nv) {
+  const int B = s.B, H = s.H, j0 = u * kUnits;
   const int t = s.reverse ? p : s.T - 1 - p;             // the time step this phase finishes (p < T)
   const int t_prev = s.reverse ? p - 1 : s.T - p;         // the step the previous phase handled
-  int rows[kBack];
-  for (int r = 0; r < kBack; r++) rows[r] = std::min(r0 + r, B - 1);
-  vec dh[kBack];
-  if (p == 0) {
-    for (int r = 0; r < kBack; r++) dh[r] = load(s.dhn + size_t(rows[r]) * H + j);
-  } else {  // dh = da_{t_prev} @ W_hh[:, block] + what masked steps passed through
-    const float* da = s.da + size_t(t_prev) * B * 4 * H;
-    const float* w = s.whh + size_t(u) * 4 * H * kUnits;
-    for (int r = 0; r < kBack; r++) dh[r] = load(s.pass.data() + size_t(rows[r]) * H + j);
-    back_dot(dh, rows, da, 4 * H, w);
-  }
-  if (p == s.T) {  // the final phase: only dh0 (and dc0, already in the carry)
-    for (int r = 0; r < kBack && r0 + r < B; r++) {
-      store(s.dh0 + size_t(r0 + r) * H + j, dh[r]);
-      store(s.dc0 + size_t(r0 + r) * H + j, load(s.dc.data() + size_t(r0 + r) * H + j));
+  int rows[kRows];
+  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
+  vec dh[kRows][kBackVecs];
+  const float* dh_in = p == 0 ? s.dhn : s.pass.data();  // then dh += da_{t_prev} @ W_hh[:, tile's units]
+  for (int r = 0; r < kRows; r++)
+    for (int v = 0; v < nv; v++) dh[r][v] = load(dh_in + size_t(rows[r]) * H + j0 + v * kUnits);
+  if (p > 0) back_dot(dh, rows, s.da + size_t(t_prev) * B * 4 * H, 4 * H, s.whh + size_t(u) * 4 * H * kUnits, nv);
+  for (int r = 0; r < kRows && r0 + r < B; r++) {
+    const size_t b = r0 + r;
+    for (int v = 0; v < nv; v++) {
+      const int j = j0 + v * kUnits;
+      if (p == s.T) {  // the final phase: only dh0 (and dc0, already in the carry)
+        store(s.dh0 + b * H + j, dh[r][v]);
+        store(s.dc0 + b * H + j, load(s.dc.data() + b * H + j));
+        continue;
+      }
+      const size_t bh = size_t(t) * B * H + b * H + j;
+      const float* pr = s.pre + size_t(t) * B * 4 * H + b * 4 * H + j;
+      vec i = 0.5f * vtanh(load(pr)) + 0.5f, f = 0.5f * vtanh(load(pr + H)) + 0.5f;
+      vec g = vtanh(load(pr + 2 * H)), o = 0.5f * vtanh(load(pr + 3 * H)) + 0.5f;
+      vec c = load(s.cprev + bh);
+      vec th = vtanh(f * c + i * g);
+      float* dcp = s.dc.data() + b * H + j;
+      vec dc_carry = load(dcp);
+      bool m = s.mask[size_t(t) * B + b];
+      vec dh_new = m ? dh[r][v] + load(s.dys + bh) : vec{};
+      vec dc_in = m ? dc_carry : vec{};
+      vec dc_new = dc_in + dh_new * o * (1.0f - th * th);
+      float* da = s.da + size_t(t) * B * 4 * H + b * 4 * H + j;
+      store(da, dc_new * g * i * (1.0f - i));
+      store(da + H, dc_new * c * f * (1.0f - f));
+      store(da + 2 * H, dc_new * i * (1.0f - g * g));
+      store(da + 3 * H, dh_new * th * o * (1.0f - o));
+      store(dcp, dc_new * f + (m ? vec{} : dc_carry));
+      store(s.pass.data() + b * H + j, m ? vec{} : dh[r][v]);
     }
-    return;
-  }
-  for (int r = 0; r < kBack && r0 + r < B; r++) {
-    const size_t b = r0 + r, bh = size_t(t) * B * H + b * H + j;
-    const float* pr = s.pre + size_t(t) * B * 4 * H + b * 4 * H + j;
-    vec i = 0.5f * vtanh(load(pr)) + 0.5f, f = 0.5f * vtanh(load(pr + H)) + 0.5f;
-    vec g = vtanh(load(pr + 2 * H)), o = 0.5f * vtanh(load(pr + 3 * H)) + 0.5f;
-    vec c = load(s.cprev + bh);
-    vec th = vtanh(f * c + i * g);
-    float* dcp = s.dc.data() + b * H + j;
-    vec dc_carry = load(dcp);
-    bool m = s.mask[size_t(t) * B + b];
-    vec dh_new = m ? dh[r] + load(s.dys + bh) : vec{};
-    vec dc_in = m ? dc_carry : vec{};
-    vec dc_new = dc_in + dh_new * o * (1.0f - th * th);
-    float* da = s.da + size_t(t) * B * 4 * H + b * 4 * H + j;
-    store(da, dc_new * g * i * (1.0f - i));
-    store(da + H, dc_new * c * f * (1.0f - f));
-    store(da + 2 * H, dc_new * i * (1.0f - g * g));
-    store(da + 3 * H, dh_new * th * o * (1.0f - o));
-    store(dcp, dc_new * f + (m ? vec{} : dc_carry));
-    store(s.pass.data() + b * H + j, m ? vec{} : dh[r]);
   }
 }
 
@@ -159,10 +157,10 @@ ffi::Error lstm_backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys, ffi::B
   const size_t bh = size_t(s.B) * s.H;
   s.pass.assign(bh, 0.0f);
   s.dc.assign(s.dcn, s.dcn + bh);
-  const int row_tiles = (s.B + kBack - 1) / kBack, units = s.H / kUnits;
+  const BackTiles tiles(s.B, s.H);
   if (s.B > 0)
-    run_phases(pool, s.T + 1, row_tiles * units,
-               [&s, row_tiles](int p, int i) { bwd_tile(s, p, (i % row_tiles) * kBack, i / row_tiles); });
+    run_phases(pool, s.T + 1, tiles.count(),
+               [&s, &tiles](int p, int i) { bwd_tile(s, p, tiles.r0(i), tiles.u(i), tiles.nv(i)); });
   return ffi::Error::Success();
 }
 

@@ -70,7 +70,6 @@ inline vec vtanh(vec x) {
   return p / q;
 }
 
-constexpr int kBack = 8;   // batch rows per backward tile
 constexpr int kUnits = kLanes;  // hidden units per tile (one vector)
 
 // Runs `phases` phases of `tiles` tiles each, phase after phase; tile(phase, index) may run on any thread.
@@ -95,19 +94,23 @@ inline void pause() {
 template <typename Tile>
 void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) {
   auto state = std::make_shared<Phases>();
-  auto work = [state, phases, tiles, &tile](int p) {
-    for (;;) {
-      int64_t c = state->claimed.load(std::memory_order_relaxed);
-      int64_t base = int64_t(p) * tiles;
-      if (c < base || c >= base + tiles) return;
-      if (!state->claimed.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
-      tile(p, int(c - base));
-      state->done.fetch_add(1, std::memory_order_acq_rel);
-    }
-  };
   // one thread per core in all, the caller included
   int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   int helpers = int(std::min<int64_t>({pool.num_threads(), cores - 1, tiles / 2}));
+  // Claims shrink as the phase runs out (guided scheduling): a share of what is left, so that the threads meet
+  // on the shared counter a few times a phase rather than once a tile, and still finish together.
+  const int64_t share = 2 * (int64_t(helpers) + 1);
+  auto work = [state, phases, tiles, share, &tile](int p) {
+    for (;;) {
+      int64_t c = state->claimed.load(std::memory_order_relaxed);
+      int64_t base = int64_t(p) * tiles, end = base + tiles;
+      if (c < base || c >= end) return;
+      int64_t n = std::max<int64_t>(1, (end - c) / share);
+      if (!state->claimed.compare_exchange_weak(c, c + n, std::memory_order_acq_rel)) continue;
+      for (int64_t i = c; i < c + n; i++) tile(p, int(i - base));
+      state->done.fetch_add(n, std::memory_order_acq_rel);
+    }
+  };
   for (int i = 0; i < helpers; i++) {
     pool.Schedule([state, work]() {
       if (std::this_thread::get_id() == state->caller) return;  // a pool that runs tasks inline: no helper
@@ -161,11 +164,41 @@ inline void gate_dot(vec (&acc)[kRows][4], int r0, int B, const float* bias, con
   }
 }
 
-// dh[r] += da[row r, :K] . w[:, block] for the tile's rows; w: (K, U), the block's columns of W_hh.
-inline void back_dot(vec (&dh)[kBack], const int (&rows)[kBack], const float* da, int K, const float* w) {
+// Backward tiles: kRows batch rows x up to kBackVecs consecutive unit vectors, the forward tile's shape (its
+// dot over da_prev has the same register blocking; 8 rows x 1 vector loaded a weight per 8 FMAs).
+constexpr int kBackVecs = 4;
+
+struct BackTiles {
+  int row_tiles, vectors;  // vectors: H / kUnits
+  BackTiles(int B, int H) : row_tiles((B + kRows - 1) / kRows), vectors(H / kUnits) {}
+  int count() const { return row_tiles * ((vectors + kBackVecs - 1) / kBackVecs); }
+  int r0(int i) const { return (i % row_tiles) * kRows; }
+  int u(int i) const { return (i / row_tiles) * kBackVecs; }  // the tile's first unit vector
+  int nv(int i) const { return std::min(kBackVecs, vectors - u(i)); }
+};
+
+template <int NV>
+void back_dot_n(vec (&dh)[kRows][kBackVecs], const int (&rows)[kRows], const float* da, int K, const float* w) {
+  const size_t block = size_t(K) * kUnits;
   for (int k = 0; k < K; k++, w += kUnits) {
-    vec wk = load(w);
-    for (int r = 0; r < kBack; r++) dh[r] += da[size_t(rows[r]) * K + k] * wk;
+    vec wv[NV];
+    for (int v = 0; v < NV; v++) { wv[v] = load(w + v * block); in_register(wv[v]); }
+    for (int r = 0; r < kRows; r++) {
+      float a = da[size_t(rows[r]) * K + k];
+      for (int v = 0; v < NV; v++) dh[r][v] += a * wv[v];
+    }
+  }
+}
+
+// dh[r][v] += da[row r, :K] . w[block v] for the tile's rows and its nv unit vectors; w: the tile's first block
+// of W_hh packed (H/U, K, U), block v being W_hh[:, (u+v)U..(u+v+1)U-1].
+inline void back_dot(vec (&dh)[kRows][kBackVecs], const int (&rows)[kRows], const float* da, int K,
+                     const float* w, int nv) {
+  switch (nv) {
+    case 1: back_dot_n<1>(dh, rows, da, K, w); break;
+    case 2: back_dot_n<2>(dh, rows, da, K, w); break;
+    case 3: back_dot_n<3>(dh, rows, da, K, w); break;
+    default: back_dot_n<4>(dh, rows, da, K, w);
   }
 }
 
