@@ -1,5 +1,6 @@
 """`s2l evaluate DIR --data FILE [--json OUT]`: loss, accuracy, macro-F1 and each class's precision, recall, F1
-and support of a trained run."""
+and support of a trained run. A class in neither the file's labels nor the predictions has no scores: "-" in the
+table, null in the JSON, and it is left out of the macro-F1."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="rows per batch (default: up to 256, fewer for long sequences)")
 
 
+def _score(value: float | None, width: int) -> str:
+    """A table cell: the score, or "-" for a class absent from the labels and the predictions (undefined)."""
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.4f}"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.json_out and Path(args.json_out).is_dir():
         raise ValueError(f"--json {args.json_out} is a directory; give a file name")
@@ -43,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         width = max(5, *(len(n) for n in names))
         print(f"{'class':<{width}}  precision  recall      F1  support")
         for name, c in m["per_class"].items():
-            print(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}")
+            p, r, f1 = (_score(c[k], w) for k, w in (("precision", 9), ("recall", 6), ("f1", 6)))
+            print(f"{name:<{width}}  {p}  {r}  {f1}  {c['support']:7d}")
     else:
         print(f"({len(names)} classes: per-class metrics in --json)")
     if args.json_out:

@@ -190,17 +190,23 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) ->
 
 
 def per_class_metrics(pred: np.ndarray, y: np.ndarray, label_names) -> dict[str, dict]:
-    """Each class's precision, recall, F1 and support (true rows); 0 where a ratio has nothing to count, as
-    scikit-learn's `precision_recall_fscore_support(..., zero_division=0)`."""
+    """Each class's precision, recall, F1 and support (true rows); 0 where one ratio has nothing to count, as
+    scikit-learn's `precision_recall_fscore_support(..., zero_division=0)`. A class in neither the labels nor the
+    predictions has nothing to measure: its precision, recall and F1 are None (left out of the macro-F1, as
+    scikit-learn leaves such a class out of the labels it scores), not a 0 that reads as a failure."""
     pred_c, true_c = _indicators(pred, y, len(label_names))
     tp, predicted, true = (np.sum(a, axis=0) for a in (pred_c & true_c, pred_c, true_c))
 
     def ratio(a, b):
         return float(a / b) if b else 0.0
 
-    return {name: {"precision": ratio(tp[c], predicted[c]), "recall": ratio(tp[c], true[c]),
-                   "f1": ratio(2 * tp[c], predicted[c] + true[c]), "support": int(true[c])}
-            for c, name in enumerate(label_names)}
+    def scores(c: int) -> dict:
+        if predicted[c] + true[c] == 0:
+            return {"precision": None, "recall": None, "f1": None}
+        return {"precision": ratio(tp[c], predicted[c]), "recall": ratio(tp[c], true[c]),
+                "f1": ratio(2 * tp[c], predicted[c] + true[c])}
+
+    return {name: {**scores(c), "support": int(true[c])} for c, name in enumerate(label_names)}
 
 
 # Batches dispatched beyond the one awaited: the device never waits for the host, while the number of programs in

@@ -99,11 +99,14 @@ def test_metrics_match_scikit_learn(multi_label):
     present = np.flatnonzero((y.sum(0) + pred.sum(0)) > 0) if multi_label else None  # scikit-learn counts "d" as 0
     assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=present, zero_division=0))
     per_class = per_class_metrics(pred, y.astype(np.float32) if multi_label else y, names)
-    p, r, f, support = precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
-    for c, name in enumerate(names):
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=range(3), zero_division=0)
+    for c, name in enumerate(names[:3]):
         got = per_class[name]
         assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p[c], r[c], f[c]))
         assert got["support"] == support[c]
+    # "d" is in neither: nothing to measure (scikit-learn leaves it out of the labels it scores)
+    assert per_class["d"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert m["macro_f1"] == pytest.approx(np.mean([c["f1"] for c in per_class.values() if c["f1"] is not None]))
 
 
 @pytest.mark.parametrize("batch", [2, 4], ids=["mid-epoch", "last-of-epoch"])

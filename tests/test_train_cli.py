@@ -57,6 +57,29 @@ def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
     assert not (tmp_path / "u.json").exists()
 
 
+def test_evaluate_reports_a_class_absent_from_labels_and_predictions_as_undefined(tmp_path, capsys):
+    from s2l_jax.weights import load_weights, save_weights
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good {i},a\nbad {i},b\nmeh {i},c\n" for i in range(4)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--out", str(tmp_path / "o")]) == 0
+    params, config = load_weights(tmp_path / "o" / "model.safetensors")  # a model that always answers "a"
+    params["fc"] = {"weight": np.zeros_like(params["fc"]["weight"]), "bias": np.array([5, 0, 0], np.float32)}
+    save_weights(tmp_path / "o" / "model.safetensors", params, config)
+    g = tmp_path / "t.csv"  # three a's and one b; no c, and the model never predicts c
+    g.write_text("text,label\ngood 1,a\ngood 2,a\ngood 3,a\nbad 1,b\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o"), "--data", str(g), "--json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["per_class"]["c"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    f1_a = 2 * 3 / (4 + 3)  # 3 right of 4 predicted a, 3 true a
+    assert m["macro_f1"] == pytest.approx((f1_a + 0.0) / 2)  # over a and b: c is in neither
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1].split() == ["c", "-", "-", "-", "0"]
+
+
 def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
