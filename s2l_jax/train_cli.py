@@ -56,8 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=d.clip_norm, help="global gradient-norm clip")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--class-weights", metavar="balanced|W1,W2,...|NAME=W,...", help="weigh each class in the "
-                   "training loss (torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x the class's "
-                   "rows), one number per class in label order, or NAME=W for every class")
+                   "training and validation loss (torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x "
+                   "the class's rows), one number per class in label order, or NAME=W for every class")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bfloat16: compute in bf16, params and optimizer state in float32")
     p.add_argument("--patience", type=int, default=d.patience, help="early stop after N epochs without a better "

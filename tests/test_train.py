@@ -348,6 +348,25 @@ def test_class_weights_give_torch_weighted_cross_entropy_gradients(weights):
         np.testing.assert_allclose(grads[name].numpy(), p.grad.numpy(), rtol=0, atol=1e-5, err_msg=name)
 
 
+def test_validation_loss_with_class_weights_is_torchs_weighted_cross_entropy_over_the_whole_set():
+    """Early stopping and the best model follow the validation loss: with class weights it must be the loss the
+    run minimises, torch's CrossEntropyLoss(weight=w) over all rows (sum w_y * nll / sum w_y), not per batch."""
+    torch = pytest.importorskip("torch")
+    import parity
+
+    train, valid, cfg, weights = tiny_text(16), tiny_text(37, seed=5), tiny_cfg("attention"), (0.2, 3.0)
+    tc = dataclasses.replace(FAST, epochs=1, class_weights=weights)  # batches of 8: five, of unequal weight
+    result = fit(cfg, tc, train, valid, **QUIET)
+    tm = parity.to_torch({"params": result.params}, parity.TorchSequenceClassifier(cfg))
+    with torch.no_grad():
+        logits = tm(torch.from_numpy(valid.inputs).long(), torch.from_numpy(valid.lengths).long())
+        expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(valid.labels).long(),
+                                                     weight=torch.tensor(weights)).item()
+        unweighted = torch.nn.functional.cross_entropy(logits, torch.from_numpy(valid.labels).long()).item()
+    assert abs(expected - unweighted) > 1e-3  # the weights matter here, so the check can fail
+    assert result.history[-1]["valid_loss"] == pytest.approx(expected, rel=0, abs=1e-6)
+
+
 @pytest.mark.parametrize("weights, multi_label, message", [
     ((1.0, 0.0), False, r"class_weights must be finite and > 0, got \[1.0, 0.0\]"),
     ((1.0, 2.0, 3.0), False, "class_weights has 3 weights for 2 classes"),

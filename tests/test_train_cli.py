@@ -43,7 +43,8 @@ def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "o"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
-    assert set(m) == {"loss", "accuracy", "macro_f1", "per_class"} and set(m["per_class"]) == {"neg", "pos"}
+    assert set(m) == {"loss", "loss_class_weights", "accuracy", "macro_f1", "per_class"}
+    assert set(m["per_class"]) == {"neg", "pos"} and m["loss_class_weights"] is None  # trained without them
     assert sum(c["support"] for c in m["per_class"].values()) == 20
     assert m["macro_f1"] == pytest.approx(np.mean([c["f1"] for c in m["per_class"].values()]))
     table = capsys.readouterr().out.splitlines()
@@ -78,6 +79,34 @@ def test_evaluate_reports_a_class_absent_from_labels_and_predictions_as_undefine
     assert m["macro_f1"] == pytest.approx((f1_a + 0.0) / 2)  # over a and b: c is in neither
     table = capsys.readouterr().out.splitlines()
     assert table[-1].split() == ["c", "-", "-", "-", "0"]
+
+
+def test_evaluate_loss_is_weighted_by_the_runs_class_weights_as_its_validation_loss(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import parity
+    from s2l_jax.run_dir import load_run, read_labelled
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\ngood {i},pos\ngood ok {i},pos\nbad {i},neg\n"
+                                          for i in range(6)))
+    assert main(["train", "--data", str(f), "--valid", str(f), "--class-weights", "neg=3,pos=0.5", "--epochs", "2",
+                 "--batch-size", "8", "--hidden-size", "4", "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    model, params, meta = load_run(tmp_path / "o")
+    data = read_labelled(f, meta)
+    tm = parity.to_torch({"params": params}, parity.TorchSequenceClassifier(model.config))
+    with torch.no_grad():
+        logits = tm(torch.from_numpy(data.inputs).long(), torch.from_numpy(data.lengths).long())
+    labels = torch.from_numpy(data.labels).long()
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor([3.0, 0.5])).item()
+    assert abs(expected - torch.nn.functional.cross_entropy(logits, labels).item()) > 1e-3
+    assert m["loss"] == pytest.approx(expected, rel=0, abs=1e-6)
+    assert m["loss"] == pytest.approx(meta["history"][meta["best_epoch"] - 1]["valid_loss"], rel=0, abs=1e-6)
+    assert m["loss_class_weights"] == {"neg": 3.0, "pos": 0.5}
+    assert capsys.readouterr().out.startswith(f"loss {m['loss']:.4f} (weighted by the run's class weights: neg 3, "
+                                              "pos 0.5)  accuracy")
 
 
 def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
