@@ -164,7 +164,7 @@ def _pretrained(args: argparse.Namespace, model_cfg, vocab: list[str], train):
     """(config at the vectors' width, initial params: the run's usual init with the found words' rows replaced)."""
     if model_cfg.vocab_size is None:
         raise ValueError("--embeddings applies to text data; these inputs are feature vectors (no embedding)")
-    vectors, found = read_vectors(args.embeddings, vocab)  # (V, D), (V,)
+    vectors, found, cased = read_vectors(args.embeddings, vocab)  # (V, D), (V,), {row: the file's cased word}
     if args.embedding_dim is not None and args.embedding_dim != vectors.shape[1]:
         raise ValueError(f"--embedding-dim {args.embedding_dim}, but {args.embeddings} has {vectors.shape[1]} "
                          "numbers per word")
@@ -175,7 +175,10 @@ def _pretrained(args: argparse.Namespace, model_cfg, vocab: list[str], train):
                                                          lengths=train.lengths[:1])["params"]  # as fit's
     table = np.array(params["embedding"]["weight"])
     table[found] = vectors[found]
-    print(f"pretrained vectors for {found[2:].sum()} of the vocabulary's {len(vocab) - 2} words "
+    first = min(cased, default=None)  # the most frequent such word: the vocabulary is sorted by count
+    via = (f", {len(cased)} of them from a cased entry ({cased[first]!r} for {vocab[first]!r}"
+           f"{', ...' if len(cased) > 1 else ''})" if cased else "")
+    print(f"pretrained vectors for {found[2:].sum()} of the vocabulary's {len(vocab) - 2} words{via} "
           f"({args.embeddings})")  # <pad> and <unk> are not words
     return model_cfg, {**params, "embedding": {"weight": jax.numpy.asarray(table)}}
 

@@ -331,7 +331,8 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
 def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they_hold(tmp_path, capsys):
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
-    vectors = {"good": [0.5, -1.0, 2.0], "bad": [-0.25, 3.0, 1.5], "unused": [9.0, 9.0, 9.0]}
+    vectors = {"good": [0.5, -1.0, 2.0], "bad": [-0.25, 3.0, 1.5], "unused": [9.0, 9.0, 9.0],
+               "Fine": [4.0, 5.0, 6.0]}  # cased, as fastText's: fills the lowercased vocabulary's "fine"
     g = tmp_path / "glove.txt"
     g.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
     args = ["train", "--data", str(f), "--epochs", "1", "--batch-size", "64", "--lr", "1e-12", "--warmup", "0",
@@ -341,11 +342,12 @@ def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they
 
     params, config = load_weights(tmp_path / "o" / "model.safetensors")
     vocab = json.loads((tmp_path / "o" / "meta.json").read_text())["vocab"]
-    assert f"pretrained vectors for 2 of the vocabulary's {len(vocab) - 2} words" in capsys.readouterr().out
+    assert (f"pretrained vectors for 3 of the vocabulary's {len(vocab) - 2} words, 1 of them from a cased entry "
+            "('Fine' for 'fine')") in capsys.readouterr().out
     table = np.asarray(params["embedding"]["weight"])
     assert config.embedding_dim == 3 and table.shape == (len(vocab), 3) and not table[0].any()  # padding row: 0
-    for word in ("good", "bad"):
-        np.testing.assert_allclose(table[vocab.index(word)], vectors[word], rtol=0, atol=1e-9)
+    for word, entry in (("good", "good"), ("bad", "bad"), ("fine", "Fine")):
+        np.testing.assert_allclose(table[vocab.index(word)], vectors[entry], rtol=0, atol=1e-9)
     assert main([*args, "--resume"]) == 2
     assert f"was started with --embeddings {g}: resume it with --embeddings" in capsys.readouterr().err
     assert main([*args, "--resume", "--embeddings", f"{tmp_path}/./glove.txt"]) == 0  # the same file
