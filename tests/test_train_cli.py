@@ -245,17 +245,44 @@ def test_init_from_fine_tunes_a_run_on_new_data_with_its_vocabulary_and_labels(t
     assert meta_b["init_from"] == str(tmp_path / "a") and meta_b["text_col"] == "sentence"
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "b"), "--data", str(g)]) == 0
-    assert main(["train", "--data", str(g), "--valid", str(g), "--out", str(tmp_path / "b"), "--resume"]) == 2
-    assert f"was started with --init-from {tmp_path / 'a'}: resume it with --init-from" in capsys.readouterr().err
+    capsys.readouterr()
     # Another run's weights would be ignored for the checkpoint's, while meta.json named that run
     assert main(["train", "--data", str(g), "--valid", str(g), "--text-col", "sentence", "--label-col", "y",
                  "--epochs", "1", "--batch-size", "8", "--lr", "1e-12", "--warmup", "0", "--weight-decay", "0",
                  "--out", str(tmp_path / "b"), "--resume", "--init-from", str(tmp_path / "b")]) == 2
-    assert f"was started with --init-from {tmp_path / 'a'}: resume it with" in capsys.readouterr().err
+    assert (f"was started with --init-from {tmp_path / 'a'}: resume it with --init-from {tmp_path / 'a'} or "
+            "without --init-from") in capsys.readouterr().err
     assert main(["train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--preset", "attention",
                  "--hidden-size", "6", "--out", str(tmp_path / "a"), "--resume",
                  "--init-from", str(tmp_path / "b")]) == 2
     assert f"{tmp_path / 'a'} was started without --init-from: resume it without" in capsys.readouterr().err
+
+
+def test_a_fine_tune_resumes_from_its_own_directory_once_the_run_it_started_from_is_gone(tmp_path):
+    """The checkpoint holds the weights, the config and the vocabulary: resuming reads nothing of --init-from."""
+    import shutil
+
+    from s2l_jax.checkpoint import list_checkpoints
+    from s2l_jax.weights import read_safetensors
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(6)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--preset", "attention", "--out", str(tmp_path / "a")]) == 0
+    tune = ["train", "--data", str(f), "--epochs", "3", "--batch-size", "8", "--init-from", str(tmp_path / "a"),
+            "--dropout", "0.1", "--out", str(tmp_path / "b")]
+    assert main(tune) == 0
+    final = list_checkpoints(tmp_path / "b" / "checkpoints")[-1]
+    expected = read_safetensors(final / "arrays.safetensors")[0]
+    shutil.move(tmp_path / "a", tmp_path / "moved")  # then deleted: the original is no longer where it was
+    for command in (tune, [a for a in tune if a not in ("--init-from", str(tmp_path / "a"))]):
+        shutil.rmtree(final)  # as if killed before the last epoch's checkpoint was written
+        assert main([*command, "--resume"]) == 0
+        got = read_safetensors(final / "arrays.safetensors")[0]
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+        assert json.loads((tmp_path / "b" / "meta.json").read_text())["init_from"] == str(tmp_path / "a")
+        shutil.rmtree(tmp_path / "moved", ignore_errors=True)
 
 
 def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
@@ -348,13 +375,16 @@ def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they
     assert config.embedding_dim == 3 and table.shape == (len(vocab), 3) and not table[0].any()  # padding row: 0
     for word, entry in (("good", "good"), ("bad", "bad"), ("fine", "Fine")):
         np.testing.assert_allclose(table[vocab.index(word)], vectors[entry], rtol=0, atol=1e-9)
-    assert main([*args, "--resume"]) == 2
-    assert f"was started with --embeddings {g}: resume it with --embeddings" in capsys.readouterr().err
     assert main([*args, "--resume", "--embeddings", f"{tmp_path}/./glove.txt"]) == 0  # the same file
+    g.rename(tmp_path / "moved.txt")  # the checkpoint holds the weights: resuming reads no vectors
+    assert main([*args, "--resume", "--embeddings", str(g)]) == 0 and main([*args, "--resume"]) == 0
+    (tmp_path / "moved.txt").rename(g)
     h = tmp_path / "other.txt"
     h.write_text("good 1 2 3\n")
+    capsys.readouterr()
     assert main([*args, "--resume", "--embeddings", str(h)]) == 2  # would be ignored, and named in meta.json
-    assert f"was started with --embeddings {g}: resume it with --embeddings {g}" in capsys.readouterr().err
+    assert (f"was started with --embeddings {g}: resume it with --embeddings {g} or without --embeddings"
+            in capsys.readouterr().err)
     frozen = [*args[:-1], str(tmp_path / "f"), "--embeddings", str(g), "--freeze-embeddings", "--lr", "1e-2"]
     assert main(frozen) == 0
     np.testing.assert_array_equal(load_weights(tmp_path / "f" / "model.safetensors")[0]["embedding"]["weight"],
