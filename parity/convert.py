@@ -3,7 +3,6 @@ structure, renames prefixes and checks every key and shape."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import jax
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from parity.dropout import pooled_dropout
 from parity.infer import attention_linear
 from s2l_jax.model import ClassifierConfig, SequenceClassifier, example_inputs
 from s2l_jax.params import WEIGHT_DTYPES, check_shapes, check_weights, expected_shapes, flatten, to_jax, unflatten
@@ -56,10 +56,11 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
     """Recognise a classifier by the types and shapes of its parts, not by attribute names.
 
     Accepted: an optional nn.Embedding, exactly one nn.LSTM/GRU/RNN, and either one nn.Linear (the classifier)
-    or three (attention `Linear(D, D)` + `Linear(D, 1, bias=False)`, then the classifier). nn.Dropout is read for
-    its rate; any other module holding parameters, and torch.nn layers that would change the computation
-    (LayerNorm, ReLU, ...), are refused. With `require_pooling=False` (only the paths are
-    wanted) a missing `pooling` is guessed from the classifier's width.
+    or three (attention `Linear(D, D)` + `Linear(D, 1, bias=False)`, then the classifier). An nn.Dropout is
+    accepted where s2l_jax has one, on the classifier's input (see `pooled_dropout`: the forward runs once to see
+    it); any other module holding parameters, and torch.nn layers that would change the computation
+    (LayerNorm, ReLU, ...), are refused. With `require_pooling=False` (only the paths are wanted) a missing
+    `pooling` is guessed from the classifier's width and the config's dropout is left 0 (the forward is not run).
     """
     if pooling is not None and pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
@@ -122,14 +123,14 @@ def discover(module: nn.Module, pooling: str | None = None, *, require_pooling: 
             raise ValueError(f"the embedding {embs[0][0]!r} has max_norm={emb.max_norm}, scale_grad_by_freq="
                              f"{emb.scale_grad_by_freq}: renormalised rows and frequency-scaled gradients are not "
                              "supported (the JAX embedding is a plain lookup)")
-    drops = parts[nn.Dropout]
+    dropout = pooled_dropout(module, emb, rnn, fc_path) if require_pooling else 0.0
     config = ClassifierConfig(
         vocab_size=emb.num_embeddings if emb is not None else None,
         embedding_dim=emb.embedding_dim if emb is not None else rnn.input_size,
         input_size=None if emb is not None else rnn.input_size,
         hidden_size=rnn.hidden_size, num_classes=fc_mod.out_features, cell=cell_name(rnn),
         num_layers=rnn.num_layers, bidirectional=rnn.bidirectional, pooling=pooling,
-        dropout=float(drops[-1][1].p) if drops else 0.0, rnn_dropout=float(rnn.dropout),
+        dropout=dropout, rnn_dropout=float(rnn.dropout),
         padding_idx=emb.padding_idx if emb is not None else None, proj_size=rnn.proj_size
         if isinstance(rnn, nn.LSTM) else 0, bias=rnn.bias,
     )
@@ -191,12 +192,6 @@ def from_torch(module: nn.Module, *, pooling: str | None = None):
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     structure = discover(module, pooling)
-    drops = [(p, m.p) for p, m in module.named_modules() if isinstance(m, nn.Dropout)]
-    if len({rate for _, rate in drops}) > 1:
-        warnings.warn(f"dropout layers with different rates ({', '.join(f'{p}: p={r}' for p, r in drops)}); the "
-                      f"s2l_jax classifier has one, on the pooled features, and takes {drops[-1][0]}'s "
-                      f"p={drops[-1][1]}: inference is the same, training draws other masks than torch would",
-                      stacklevel=2)
     flax_module = SequenceClassifier(structure.config)
     flat = rename_prefixes(_checked_params(module), structure.paths, to_user=False)
     check_shapes(expected_shapes(flax_module, example_inputs(structure.config)), flat)

@@ -40,7 +40,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     log_every: int = 10
-    class_weights: tuple[float, ...] | None = None  # single-label training loss, as torch's CrossEntropyLoss(weight=)
+    class_weights: tuple[float, ...] | None = None  # single-label train and valid loss: CrossEntropyLoss(weight=)
     freeze: tuple[str, ...] = ()  # top-level params left as they are, as torch's requires_grad=False: ("embedding",)
 
     def __post_init__(self):
@@ -106,9 +106,10 @@ def make_steps(model: SequenceClassifier, tx: optax.GradientTransformation, prec
     With a `mesh` of several devices the batch is split over it and the gradients are summed with one
     all-reduce (`sharding.data_parallel_grad`; dropout masks then also depend on the device).
     `class_weights` (single-label): the training loss weighs each row by its class's weight and divides by the
-    batch's sum of those weights, as torch's `CrossEntropyLoss(weight=...)`; evaluation stays unweighted.
-    eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions, probabilities):
-    class ids, or a bool (B, C) multi-hot, and each class's softmax (sigmoid when multi-label) `(B, C)`;
+    batch's sum of those weights, as torch's `CrossEntropyLoss(weight=...)`.
+    eval_step(params, x, lengths, labels, weights, layout=None) -> (loss, predictions, probabilities): the loss
+    is `sum(weights * nll) / sum(weights)` over the given row weights (`predict` passes the class weights in
+    them), class ids, or a bool (B, C) multi-hot, and each class's softmax (sigmoid when multi-label) `(B, C)`;
     `layout`: `s2l_jax.predictor.inference_layout(model, params)` for float32 params, the LSTM weights laid out
     once for many batches (same results, bit for bit).
     """
@@ -190,17 +191,23 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, num_classes: int) ->
 
 
 def per_class_metrics(pred: np.ndarray, y: np.ndarray, label_names) -> dict[str, dict]:
-    """Each class's precision, recall, F1 and support (true rows); 0 where a ratio has nothing to count, as
-    scikit-learn's `precision_recall_fscore_support(..., zero_division=0)`."""
+    """Each class's precision, recall, F1 and support (true rows); 0 where one ratio has nothing to count, as
+    scikit-learn's `precision_recall_fscore_support(..., zero_division=0)`. A class in neither the labels nor the
+    predictions has nothing to measure: its precision, recall and F1 are None (left out of the macro-F1, as
+    scikit-learn leaves such a class out of the labels it scores), not a 0 that reads as a failure."""
     pred_c, true_c = _indicators(pred, y, len(label_names))
     tp, predicted, true = (np.sum(a, axis=0) for a in (pred_c & true_c, pred_c, true_c))
 
     def ratio(a, b):
         return float(a / b) if b else 0.0
 
-    return {name: {"precision": ratio(tp[c], predicted[c]), "recall": ratio(tp[c], true[c]),
-                   "f1": ratio(2 * tp[c], predicted[c] + true[c]), "support": int(true[c])}
-            for c, name in enumerate(label_names)}
+    def scores(c: int) -> dict:
+        if predicted[c] + true[c] == 0:
+            return {"precision": None, "recall": None, "f1": None}
+        return {"precision": ratio(tp[c], predicted[c]), "recall": ratio(tp[c], true[c]),
+                "f1": ratio(2 * tp[c], predicted[c] + true[c])}
+
+    return {name: {**scores(c), "support": int(true[c])} for c, name in enumerate(label_names)}
 
 
 # Batches dispatched beyond the one awaited: the device never waits for the host, while the number of programs in
@@ -209,11 +216,19 @@ DISPATCH_AHEAD = 2
 
 
 def predict(eval_step, params, data: Dataset, batch_size: int | None = None, mesh: jax.sharding.Mesh | None = None,
-            layout: dict | None = None, probabilities: bool = False) -> tuple:
+            layout: dict | None = None, probabilities: bool = False,
+            class_weights: tuple[float, ...] | None = None) -> tuple:
     """(mean loss, predictions in the dataset's row order) over the whole dataset, padding rows excluded; with
     `probabilities` also each row's class probabilities `(N, C)`. Rows are batched by length; `batch_size` None
     picks `eval_batch_size`. Each batch is split over `mesh` (default: all devices when there are several).
-    `layout`: see `make_steps`' eval_step."""
+    `layout`: see `make_steps`' eval_step. `class_weights` (single-label, labelled data): the loss is the
+    training loss's, torch's `CrossEntropyLoss(weight=w)` over all rows: sum of w_y * nll / sum of w_y."""
+    if class_weights is not None:
+        if data.multi_label or len(class_weights) != len(data.label_names):
+            raise ValueError(f"class_weights: {len(class_weights)} weights for "
+                             f"{'multi-label data' if data.multi_label else f'{len(data.label_names)} classes'}; "
+                             "they weigh single-label data, one per class")
+        per_class = np.asarray(class_weights, np.float32)  # (C,)
     if batch_size is None:
         batch_size = eval_batch_size(data, mesh.size if mesh is not None else jax.device_count())
     if batch_size < 1:
@@ -223,13 +238,17 @@ def predict(eval_step, params, data: Dataset, batch_size: int | None = None, mes
         params, layout = replicate((params, layout), mesh)
     order = length_order(data)  # rows of similar length batched together: less padding
     results = []
+    weight_sums = []  # each batch's sum of row weights: its loss is a mean over them
     for x, lengths, labels, count in batches(data, batch_size, order):
         w = (np.arange(len(labels)) < count).astype(np.float32)
+        if class_weights is not None:
+            w *= per_class[labels]
+        weight_sums.append(float(np.sum(w, dtype=np.float64)))
         batch = (x, lengths, labels, w) if mesh is None else shard_batch((x, lengths, labels, w), mesh)
         results.append((*eval_step(params, *batch, layout), count))
         if len(results) > DISPATCH_AHEAD:
             jax.block_until_ready(results[-DISPATCH_AHEAD - 1][:3])
-    total = sum(float(loss) * count for loss, _, _, count in results)
+    total = sum(float(r[0]) * s for r, s in zip(results, weight_sums, strict=True)) / sum(weight_sums)
 
     def in_row_order(i: int) -> np.ndarray:
         by_length = np.concatenate([np.asarray(r[i])[: r[-1]] for r in results])
@@ -238,12 +257,13 @@ def predict(eval_step, params, data: Dataset, batch_size: int | None = None, mes
         return rows
 
     if probabilities:
-        return total / len(data), in_row_order(1), in_row_order(2)
-    return total / len(data), in_row_order(1)
+        return total, in_row_order(1), in_row_order(2)
+    return total, in_row_order(1)
 
 
 def evaluate(eval_step, params, data: Dataset, batch_size: int | None = None, mesh: jax.sharding.Mesh | None = None,
-             layout: dict | None = None) -> dict:
-    """Loss, accuracy and macro-F1 over the whole dataset (batches split over `mesh`, as in `predict`)."""
-    loss, pred = predict(eval_step, params, data, batch_size, mesh, layout)
+             layout: dict | None = None, class_weights: tuple[float, ...] | None = None) -> dict:
+    """Loss (weighted by `class_weights` as in `predict`), accuracy and macro-F1 over the whole dataset (batches
+    split over `mesh`, as in `predict`)."""
+    loss, pred = predict(eval_step, params, data, batch_size, mesh, layout, class_weights=class_weights)
     return {"loss": loss, **classification_metrics(pred, data.labels, len(data.label_names))}

@@ -11,12 +11,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from s2l_jax.checkpoint import latest_checkpoint
+from s2l_jax.checkpoint import latest_checkpoint, read_state
 from s2l_jax.embeddings import read_vectors
-from s2l_jax.model import PRESETS, SequenceClassifier
+from s2l_jax.model import PRESETS, ClassifierConfig, SequenceClassifier
 from s2l_jax.pooling import POOLINGS
 from s2l_jax.recurrent import CELLS, ScanOptions
-from s2l_jax.run_dir import load_run, read_labelled, read_meta_of_checkpoint
+from s2l_jax.run_dir import load_run, read_labelled
 from s2l_jax.sharding import CPU_DEVICES_HELP
 from s2l_jax.text import build_vocab, data_format, read_table
 from s2l_jax.train import PRECISIONS, SCHEDULES, TrainConfig
@@ -56,8 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=d.clip_norm, help="global gradient-norm clip")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--class-weights", metavar="balanced|W1,W2,...|NAME=W,...", help="weigh each class in the "
-                   "training loss (torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x the class's "
-                   "rows), one number per class in label order, or NAME=W for every class")
+                   "training and validation loss (torch's CrossEntropyLoss(weight=)): 'balanced' = rows / (classes x "
+                   "the class's rows), one number per class in label order, or NAME=W for every class")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bfloat16: compute in bf16, params and optimizer state in float32")
     p.add_argument("--patience", type=int, default=d.patience, help="early stop after N epochs without a better "
@@ -164,7 +164,7 @@ def _pretrained(args: argparse.Namespace, model_cfg, vocab: list[str], train):
     """(config at the vectors' width, initial params: the run's usual init with the found words' rows replaced)."""
     if model_cfg.vocab_size is None:
         raise ValueError("--embeddings applies to text data; these inputs are feature vectors (no embedding)")
-    vectors, found = read_vectors(args.embeddings, vocab)  # (V, D), (V,)
+    vectors, found, cased = read_vectors(args.embeddings, vocab)  # (V, D), (V,), {row: the file's cased word}
     if args.embedding_dim is not None and args.embedding_dim != vectors.shape[1]:
         raise ValueError(f"--embedding-dim {args.embedding_dim}, but {args.embeddings} has {vectors.shape[1]} "
                          "numbers per word")
@@ -175,17 +175,24 @@ def _pretrained(args: argparse.Namespace, model_cfg, vocab: list[str], train):
                                                          lengths=train.lengths[:1])["params"]  # as fit's
     table = np.array(params["embedding"]["weight"])
     table[found] = vectors[found]
-    print(f"pretrained vectors for {found[2:].sum()} of the vocabulary's {len(vocab) - 2} words "
+    first = min(cased, default=None)  # the most frequent such word: the vocabulary is sorted by count
+    via = (f", {len(cased)} of them from a cased entry ({cased[first]!r} for {vocab[first]!r}"
+           f"{', ...' if len(cased) > 1 else ''})" if cased else "")
+    print(f"pretrained vectors for {found[2:].sum()} of the vocabulary's {len(vocab) - 2} words{via} "
           f"({args.embeddings})")  # <pad> and <unk> are not words
     return model_cfg, {**params, "embedding": {"weight": jax.numpy.asarray(table)}}
+
+
+def _refuse_architecture_flags(args: argparse.Namespace, run: str) -> None:
+    given = [f"--{k.replace('_', '-')}" for k in ARCHITECTURE if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: the architecture comes from --init-from {run}")
 
 
 def _init_run(args: argparse.Namespace):
     """(model, params, meta) of the --init-from run, refusing flags and data it cannot be fine-tuned with."""
     model, params, meta = load_run(args.init_from)
-    given = [f"--{k.replace('_', '-')}" for k in ARCHITECTURE if getattr(args, k) is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)}: the architecture comes from --init-from {args.init_from}")
+    _refuse_architecture_flags(args, args.init_from)
     kind = "digits" if args.data is None else "series" if data_format(args.data) == "ts" else "text"
     if meta.get("kind", "text") != kind:
         raise ValueError(f"--init-from {args.init_from} was trained on {meta.get('kind', 'text')} data; this is "
@@ -213,16 +220,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(empty)} is empty: give a value or leave the flag out")
     out = Path(args.out)
     ckpt = latest_checkpoint(out / "checkpoints") if args.resume else None
-    stored = read_meta_of_checkpoint(ckpt) if ckpt else None
+    state = read_state(ckpt, ("meta", "model_config")) if ckpt else None
+    stored = state["meta"] if state else None
     for key, flag in (("init_from", "--init-from"), ("embeddings", "--embeddings")):
         had, given = (stored or {}).get(key), getattr(args, key)
-        if stored and had and not _same_path(had, given):
-            raise ValueError(f"{out} was started with {flag} {had}: resume it with {flag} {had}")
+        if stored and had and given and not _same_path(had, given):
+            raise ValueError(f"{out} was started with {flag} {had}: resume it with {flag} {had} or without {flag}")
         if stored and given and not had:  # the checkpoint's weights would be kept, and meta.json name this flag
             raise ValueError(f"{out} was started without {flag}: resume it without {flag} {given}")
     if args.embeddings and args.init_from:
         raise ValueError("--embeddings and --init-from both give the initial weights; choose one")
-    init = _init_run(args) if args.init_from else None
+    # Resuming, the checkpoint holds the weights and the config: the --init-from run and the --embeddings file are
+    # not read again, so they may have been moved or deleted since.
+    started_from = stored.get("init_from") if stored else None
+    if started_from:
+        _refuse_architecture_flags(args, started_from)
+    init = _init_run(args) if args.init_from and not stored else None
     # Fine-tuning reads the data with the run's vocabulary and labels; how this file is read (columns, maximum
     # length) is up to this command's flags.
     base = {k: init[2][k] for k in ("kind", "labels", "vocab", "input_size") if k in init[2]} if init else None
@@ -232,11 +245,18 @@ def run(args: argparse.Namespace) -> int:
     if args.embedding_dim is not None and model_input["vocab_size"] is None:
         raise ValueError("--embedding-dim applies to text data; these inputs are feature vectors (no embedding)")
     overrides = {k: getattr(args, k) for k in (*ARCHITECTURE, "dropout", "rnn_dropout")}
-    model_cfg = init[0].config if init else PRESETS[args.preset].replace(num_classes=len(meta["labels"]),
-                                                                          **model_input)
+    resumed_cfg = ClassifierConfig.from_dict(state["model_config"]) if state else None
+    if init:
+        model_cfg = init[0].config
+    elif started_from:
+        model_cfg = resumed_cfg
+    else:
+        model_cfg = PRESETS[args.preset].replace(num_classes=len(meta["labels"]), **model_input)
+        if stored and stored.get("embeddings") and args.embedding_dim is None:  # the vectors' width, as it started
+            model_cfg = model_cfg.replace(embedding_dim=resumed_cfg.embedding_dim)
     model_cfg = model_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     init_params = init[1] if init else None
-    if args.embeddings:
+    if args.embeddings and not stored:
         model_cfg, init_params = _pretrained(args, model_cfg, meta["vocab"], train)
     if model_cfg.rnn_dropout and model_cfg.num_layers == 1:
         _warn("--rnn-dropout applies between stacked recurrent layers; with one layer it does nothing (as torch's)")
@@ -251,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     result = fit(model_cfg, cfg, train, valid, out=out, resume=args.resume,
-                 meta={**meta, "preset": init[2].get("preset") if init else args.preset,
+                 meta={**meta, "preset": init[2].get("preset") if init else meta.get("preset") if started_from
+                       else args.preset,
                        **{k: str(getattr(args, k)) for k in ("init_from", "embeddings") if getattr(args, k)}},
                  progress=progress, options=ScanOptions(remat=args.remat), init_params=init_params)
     best = result.history[result.best_epoch - 1]

@@ -265,7 +265,7 @@ def fit(model_cfg: ClassifierConfig, cfg: TrainConfig, train: Dataset, valid: Da
             finish_step(epoch, plan, *pending)
         bar.end()
         layout = inference_layout(model, params) if cfg.precision == "float32" else None
-        metrics = evaluate(eval_step, params, valid, cfg.batch_size, mesh, layout)
+        metrics = evaluate(eval_step, params, valid, cfg.batch_size, mesh, layout, cfg.class_weights)
         record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": run["loss_sum"] / run["loss_count"],
                   "valid_loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                   "seconds": time.perf_counter() - t0}

@@ -135,18 +135,71 @@ def test_bfloat16_params_convert_to_torch_bit_for_bit():
         assert state[k].dtype == torch.bfloat16 and torch.equal(state[k], v), k
 
 
-class WithDropouts(nn.Module):
-    def __init__(self, *rates: float):
+class DropoutAt(nn.Module):
+    """Embedding -> GRU -> mean over time -> Linear, with its one dropout applied where `at` says."""
+
+    def __init__(self, at: str, p: float = 0.3, second: str | None = None):
         super().__init__()
-        self.emb = nn.Embedding(5, 3)
+        self.at, self.second = at, second
+        self.emb = nn.Embedding(5, 3, padding_idx=0)
         self.rnn = nn.GRU(3, 4, batch_first=True)
-        self.drops = nn.ModuleList(nn.Dropout(p) for p in rates)
+        self.drop = nn.Dropout(p)
+        self.drop2 = nn.Dropout(0.5)
         self.fc = nn.Linear(4, 2)
 
+    def maybe(self, x, where: str):
+        x = self.drop(x) if self.at == where else x
+        return self.drop2(x) if self.second == where else x
 
-def test_dropout_rate_is_carried_and_differing_rates_are_warned_about(recwarn):
-    assert from_torch(WithDropouts(0.3, 0.3), pooling="last")[0].config.dropout == 0.3
-    assert not recwarn.list
-    with pytest.warns(UserWarning, match=r"drops.0: p=0.2, drops.1: p=0.5\).* takes drops.1's p=0.5"):
-        model, _ = from_torch(WithDropouts(0.2, 0.5), pooling="last")
-    assert model.config.dropout == 0.5
+    def forward(self, tokens):
+        out, _ = self.rnn(self.maybe(self.emb(tokens), "embedding"))
+        pooled = self.maybe(out, "sequence").mean(dim=1)  # "sequence": dropped before pooling, not after
+        return self.maybe(self.fc(self.maybe(pooled, "pooled")), "logits")
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+def test_the_reference_models_pooled_dropout_is_carried(pooling):
+    config = ClassifierConfig(vocab_size=7, embedding_dim=3, hidden_size=4, num_classes=2, pooling=pooling,
+                              bidirectional=pooling != "last", dropout=0.25, padding_idx=0)
+    model, _ = from_torch(TorchSequenceClassifier(config), pooling=None if pooling == "attention" else pooling)
+    assert model.config == config
+
+
+def test_a_dropout_on_the_pooled_features_is_carried_and_the_module_is_left_as_it_was():
+    tm = DropoutAt("pooled").train()
+    tm.rnn.eval()  # a mixed state, restored as it was
+    rng = torch.get_rng_state()
+    model, _ = from_torch(tm, pooling="mean")
+    assert model.config.dropout == 0.3
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe's dropout masks come from a forked generator
+    assert [m.training for m in tm.modules()] == [True, True, False, True, True, True]
+
+
+@pytest.mark.parametrize("at, where", [
+    ("embedding", r"after 'emb' \(Embedding\), before 'rnn' \(GRU\)"),
+    ("sequence", r"after 'rnn' \(GRU\), before 'fc' \(Linear\), but 'fc' is not given its output"),
+    ("logits", r"after 'fc' \(Linear\), at the end"),
+])
+def test_a_dropout_applied_elsewhere_than_before_the_classifier_is_refused_naming_where(at, where):
+    with pytest.raises(ValueError, match=rf"dropout 'drop' \(p=0.3\) is applied {where}; s2l_jax applies dropout "
+                       r"only to the pooled features, as the classifier 'fc''s input"):
+        from_torch(DropoutAt(at), pooling="mean")
+
+
+def test_a_second_dropout_elsewhere_is_refused_and_unused_or_zero_rate_ones_change_nothing():
+    with pytest.raises(ValueError, match=r"dropout 'drop2' \(p=0.5\) is applied after 'emb'"):
+        from_torch(DropoutAt("pooled", second="embedding"), pooling="mean")
+    assert from_torch(DropoutAt("nowhere"), pooling="mean")[0].config.dropout == 0.0  # never called
+    assert from_torch(DropoutAt("embedding", p=0.0), pooling="mean")[0].config.dropout == 0.0  # the identity
+
+
+def test_a_dropout_whose_place_cannot_be_seen_is_refused():
+    class NoForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.rnn = nn.Embedding(5, 3), nn.GRU(3, 4, batch_first=True)
+            self.drop, self.fc = nn.Dropout(0.3), nn.Linear(4, 2)
+
+    with pytest.raises(ValueError, match=r"cannot tell where dropout 'drop' \(p=0.3\) is applied: the module's "
+                       r"forward failed on a \(2, 3\) batch of token ids"):
+        from_torch(NoForward(), pooling="last")

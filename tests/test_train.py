@@ -99,11 +99,14 @@ def test_metrics_match_scikit_learn(multi_label):
     present = np.flatnonzero((y.sum(0) + pred.sum(0)) > 0) if multi_label else None  # scikit-learn counts "d" as 0
     assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=present, zero_division=0))
     per_class = per_class_metrics(pred, y.astype(np.float32) if multi_label else y, names)
-    p, r, f, support = precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
-    for c, name in enumerate(names):
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=range(3), zero_division=0)
+    for c, name in enumerate(names[:3]):
         got = per_class[name]
         assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p[c], r[c], f[c]))
         assert got["support"] == support[c]
+    # "d" is in neither: nothing to measure (scikit-learn leaves it out of the labels it scores)
+    assert per_class["d"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert m["macro_f1"] == pytest.approx(np.mean([c["f1"] for c in per_class.values() if c["f1"] is not None]))
 
 
 @pytest.mark.parametrize("batch", [2, 4], ids=["mid-epoch", "last-of-epoch"])
@@ -343,6 +346,25 @@ def test_class_weights_give_torch_weighted_cross_entropy_gradients(weights):
     grads = parity.to_torch({"params": jax.tree.map(lambda a, b: a - b, params, new_params)})
     for name, p in tm.named_parameters():
         np.testing.assert_allclose(grads[name].numpy(), p.grad.numpy(), rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_validation_loss_with_class_weights_is_torchs_weighted_cross_entropy_over_the_whole_set():
+    """Early stopping and the best model follow the validation loss: with class weights it must be the loss the
+    run minimises, torch's CrossEntropyLoss(weight=w) over all rows (sum w_y * nll / sum w_y), not per batch."""
+    torch = pytest.importorskip("torch")
+    import parity
+
+    train, valid, cfg, weights = tiny_text(16), tiny_text(37, seed=5), tiny_cfg("attention"), (0.2, 3.0)
+    tc = dataclasses.replace(FAST, epochs=1, class_weights=weights)  # batches of 8: five, of unequal weight
+    result = fit(cfg, tc, train, valid, **QUIET)
+    tm = parity.to_torch({"params": result.params}, parity.TorchSequenceClassifier(cfg))
+    with torch.no_grad():
+        logits = tm(torch.from_numpy(valid.inputs).long(), torch.from_numpy(valid.lengths).long())
+        expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(valid.labels).long(),
+                                                     weight=torch.tensor(weights)).item()
+        unweighted = torch.nn.functional.cross_entropy(logits, torch.from_numpy(valid.labels).long()).item()
+    assert abs(expected - unweighted) > 1e-3  # the weights matter here, so the check can fail
+    assert result.history[-1]["valid_loss"] == pytest.approx(expected, rel=0, abs=1e-6)
 
 
 @pytest.mark.parametrize("weights, multi_label, message", [

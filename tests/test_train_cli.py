@@ -43,7 +43,8 @@ def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "o"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
-    assert set(m) == {"loss", "accuracy", "macro_f1", "per_class"} and set(m["per_class"]) == {"neg", "pos"}
+    assert set(m) == {"loss", "loss_class_weights", "accuracy", "macro_f1", "per_class"}
+    assert set(m["per_class"]) == {"neg", "pos"} and m["loss_class_weights"] is None  # trained without them
     assert sum(c["support"] for c in m["per_class"].values()) == 20
     assert m["macro_f1"] == pytest.approx(np.mean([c["f1"] for c in m["per_class"].values()]))
     table = capsys.readouterr().out.splitlines()
@@ -55,6 +56,57 @@ def test_evaluate_reports_metrics_and_rejects_unknown_labels(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown labels ['maybe'] (not seen in training" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "u.json").exists()
+
+
+def test_evaluate_reports_a_class_absent_from_labels_and_predictions_as_undefined(tmp_path, capsys):
+    from s2l_jax.weights import load_weights, save_weights
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good {i},a\nbad {i},b\nmeh {i},c\n" for i in range(4)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--out", str(tmp_path / "o")]) == 0
+    params, config = load_weights(tmp_path / "o" / "model.safetensors")  # a model that always answers "a"
+    params["fc"] = {"weight": np.zeros_like(params["fc"]["weight"]), "bias": np.array([5, 0, 0], np.float32)}
+    save_weights(tmp_path / "o" / "model.safetensors", params, config)
+    g = tmp_path / "t.csv"  # three a's and one b; no c, and the model never predicts c
+    g.write_text("text,label\ngood 1,a\ngood 2,a\ngood 3,a\nbad 1,b\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o"), "--data", str(g), "--json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["per_class"]["c"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    f1_a = 2 * 3 / (4 + 3)  # 3 right of 4 predicted a, 3 true a
+    assert m["macro_f1"] == pytest.approx((f1_a + 0.0) / 2)  # over a and b: c is in neither
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1].split() == ["c", "-", "-", "-", "0"]
+
+
+def test_evaluate_loss_is_weighted_by_the_runs_class_weights_as_its_validation_loss(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import parity
+    from s2l_jax.run_dir import load_run, read_labelled
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\ngood {i},pos\ngood ok {i},pos\nbad {i},neg\n"
+                                          for i in range(6)))
+    assert main(["train", "--data", str(f), "--valid", str(f), "--class-weights", "neg=3,pos=0.5", "--epochs", "2",
+                 "--batch-size", "8", "--hidden-size", "4", "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o"), "--data", str(f), "--json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    model, params, meta = load_run(tmp_path / "o")
+    data = read_labelled(f, meta)
+    tm = parity.to_torch({"params": params}, parity.TorchSequenceClassifier(model.config))
+    with torch.no_grad():
+        logits = tm(torch.from_numpy(data.inputs).long(), torch.from_numpy(data.lengths).long())
+    labels = torch.from_numpy(data.labels).long()
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor([3.0, 0.5])).item()
+    assert abs(expected - torch.nn.functional.cross_entropy(logits, labels).item()) > 1e-3
+    assert m["loss"] == pytest.approx(expected, rel=0, abs=1e-6)
+    assert m["loss"] == pytest.approx(meta["history"][meta["best_epoch"] - 1]["valid_loss"], rel=0, abs=1e-6)
+    assert m["loss_class_weights"] == {"neg": 3.0, "pos": 0.5}
+    assert capsys.readouterr().out.startswith(f"loss {m['loss']:.4f} (weighted by the run's class weights: neg 3, "
+                                              "pos 0.5)  accuracy")
 
 
 def test_predict_prints_one_label_per_input_line(tmp_path, capsys, monkeypatch):
@@ -193,17 +245,44 @@ def test_init_from_fine_tunes_a_run_on_new_data_with_its_vocabulary_and_labels(t
     assert meta_b["init_from"] == str(tmp_path / "a") and meta_b["text_col"] == "sentence"
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "b"), "--data", str(g)]) == 0
-    assert main(["train", "--data", str(g), "--valid", str(g), "--out", str(tmp_path / "b"), "--resume"]) == 2
-    assert f"was started with --init-from {tmp_path / 'a'}: resume it with --init-from" in capsys.readouterr().err
+    capsys.readouterr()
     # Another run's weights would be ignored for the checkpoint's, while meta.json named that run
     assert main(["train", "--data", str(g), "--valid", str(g), "--text-col", "sentence", "--label-col", "y",
                  "--epochs", "1", "--batch-size", "8", "--lr", "1e-12", "--warmup", "0", "--weight-decay", "0",
                  "--out", str(tmp_path / "b"), "--resume", "--init-from", str(tmp_path / "b")]) == 2
-    assert f"was started with --init-from {tmp_path / 'a'}: resume it with" in capsys.readouterr().err
+    assert (f"was started with --init-from {tmp_path / 'a'}: resume it with --init-from {tmp_path / 'a'} or "
+            "without --init-from") in capsys.readouterr().err
     assert main(["train", "--data", str(f), "--epochs", "2", "--batch-size", "8", "--preset", "attention",
                  "--hidden-size", "6", "--out", str(tmp_path / "a"), "--resume",
                  "--init-from", str(tmp_path / "b")]) == 2
     assert f"{tmp_path / 'a'} was started without --init-from: resume it without" in capsys.readouterr().err
+
+
+def test_a_fine_tune_resumes_from_its_own_directory_once_the_run_it_started_from_is_gone(tmp_path):
+    """The checkpoint holds the weights, the config and the vocabulary: resuming reads nothing of --init-from."""
+    import shutil
+
+    from s2l_jax.checkpoint import list_checkpoints
+    from s2l_jax.weights import read_safetensors
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(6)))
+    assert main(["train", "--data", str(f), "--epochs", "1", "--batch-size", "8", "--hidden-size", "4",
+                 "--preset", "attention", "--out", str(tmp_path / "a")]) == 0
+    tune = ["train", "--data", str(f), "--epochs", "3", "--batch-size", "8", "--init-from", str(tmp_path / "a"),
+            "--dropout", "0.1", "--out", str(tmp_path / "b")]
+    assert main(tune) == 0
+    final = list_checkpoints(tmp_path / "b" / "checkpoints")[-1]
+    expected = read_safetensors(final / "arrays.safetensors")[0]
+    shutil.move(tmp_path / "a", tmp_path / "moved")  # then deleted: the original is no longer where it was
+    for command in (tune, [a for a in tune if a not in ("--init-from", str(tmp_path / "a"))]):
+        shutil.rmtree(final)  # as if killed before the last epoch's checkpoint was written
+        assert main([*command, "--resume"]) == 0
+        got = read_safetensors(final / "arrays.safetensors")[0]
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+        assert json.loads((tmp_path / "b" / "meta.json").read_text())["init_from"] == str(tmp_path / "a")
+        shutil.rmtree(tmp_path / "moved", ignore_errors=True)
 
 
 def test_init_from_refuses_what_cannot_fine_tune_that_run(tmp_path, capsys):
@@ -279,7 +358,8 @@ def test_class_weights_flag_balances_the_loss_and_bad_specs_are_one_line_errors(
 def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they_hold(tmp_path, capsys):
     f = tmp_path / "d.csv"
     f.write_text("text,label\n" + "".join(f"good fine {i},pos\nbad awful {i},neg\n" for i in range(10)))
-    vectors = {"good": [0.5, -1.0, 2.0], "bad": [-0.25, 3.0, 1.5], "unused": [9.0, 9.0, 9.0]}
+    vectors = {"good": [0.5, -1.0, 2.0], "bad": [-0.25, 3.0, 1.5], "unused": [9.0, 9.0, 9.0],
+               "Fine": [4.0, 5.0, 6.0]}  # cased, as fastText's: fills the lowercased vocabulary's "fine"
     g = tmp_path / "glove.txt"
     g.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
     args = ["train", "--data", str(f), "--epochs", "1", "--batch-size", "64", "--lr", "1e-12", "--warmup", "0",
@@ -289,18 +369,22 @@ def test_pretrained_word_vectors_initialise_the_embedding_rows_of_the_words_they
 
     params, config = load_weights(tmp_path / "o" / "model.safetensors")
     vocab = json.loads((tmp_path / "o" / "meta.json").read_text())["vocab"]
-    assert f"pretrained vectors for 2 of the vocabulary's {len(vocab) - 2} words" in capsys.readouterr().out
+    assert (f"pretrained vectors for 3 of the vocabulary's {len(vocab) - 2} words, 1 of them from a cased entry "
+            "('Fine' for 'fine')") in capsys.readouterr().out
     table = np.asarray(params["embedding"]["weight"])
     assert config.embedding_dim == 3 and table.shape == (len(vocab), 3) and not table[0].any()  # padding row: 0
-    for word in ("good", "bad"):
-        np.testing.assert_allclose(table[vocab.index(word)], vectors[word], rtol=0, atol=1e-9)
-    assert main([*args, "--resume"]) == 2
-    assert f"was started with --embeddings {g}: resume it with --embeddings" in capsys.readouterr().err
+    for word, entry in (("good", "good"), ("bad", "bad"), ("fine", "Fine")):
+        np.testing.assert_allclose(table[vocab.index(word)], vectors[entry], rtol=0, atol=1e-9)
     assert main([*args, "--resume", "--embeddings", f"{tmp_path}/./glove.txt"]) == 0  # the same file
+    g.rename(tmp_path / "moved.txt")  # the checkpoint holds the weights: resuming reads no vectors
+    assert main([*args, "--resume", "--embeddings", str(g)]) == 0 and main([*args, "--resume"]) == 0
+    (tmp_path / "moved.txt").rename(g)
     h = tmp_path / "other.txt"
     h.write_text("good 1 2 3\n")
+    capsys.readouterr()
     assert main([*args, "--resume", "--embeddings", str(h)]) == 2  # would be ignored, and named in meta.json
-    assert f"was started with --embeddings {g}: resume it with --embeddings {g}" in capsys.readouterr().err
+    assert (f"was started with --embeddings {g}: resume it with --embeddings {g} or without --embeddings"
+            in capsys.readouterr().err)
     frozen = [*args[:-1], str(tmp_path / "f"), "--embeddings", str(g), "--freeze-embeddings", "--lr", "1e-2"]
     assert main(frozen) == 0
     np.testing.assert_array_equal(load_weights(tmp_path / "f" / "model.safetensors")[0]["embedding"]["weight"],
