@@ -85,20 +85,16 @@ struct Bwd {
 };
 
 void bwd_tile(Bwd& s, int p, int r0, int u, int nv) {
-  const int B = s.B, H = s.H, j0 = u * kUnits;
+  const int B = s.B, H = s.H;
   const int t = s.reverse ? p : s.T - 1 - p;
   const int t_prev = s.reverse ? p - 1 : s.T - p;
-  int rows[kRows];
-  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
-  vec dh[kRows][kBackVecs];
-  const float* dh_in = p == 0 ? s.dhlast : s.pass.data();
-  for (int r = 0; r < kRows; r++)
-    for (int v = 0; v < nv; v++) dh[r][v] = load(dh_in + size_t(rows[r]) * H + j0 + v * kUnits);
-  if (p > 0) back_dot(dh, rows, s.dhg + size_t(t_prev) * B * 3 * H, 3 * H, s.whh + size_t(u) * 3 * H * kUnits, nv);
+  vec dh[kRows][kBackVecs];  // after the first phase: what the step passed on + da_{t_prev} @ W_hh
+  back_dh(dh, r0, B, H, u, nv, p == 0 ? s.dhlast : s.pass.data(),
+          p == 0 ? nullptr : s.dhg + size_t(t_prev) * B * 3 * H, 3 * H, s.whh);
   for (int r = 0; r < kRows && r0 + r < B; r++) {
     const size_t b = r0 + r;
     for (int v = 0; v < nv; v++) {
-      const int j = j0 + v * kUnits;
+      const int j = (u + v) * kUnits;
       if (p == s.T) {
         store(s.dh0 + b * H + j, dh[r][v]);
         continue;

@@ -98,20 +98,16 @@ struct Bwd {
 };
 
 void bwd_tile(Bwd& s, int p, int r0, int u, int nv) {
-  const int B = s.B, H = s.H, j0 = u * kUnits;
+  const int B = s.B, H = s.H;
   const int t = s.reverse ? p : s.T - 1 - p;             // the time step this phase finishes (p < T)
   const int t_prev = s.reverse ? p - 1 : s.T - p;         // the step the previous phase handled
-  int rows[kRows];
-  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
-  vec dh[kRows][kBackVecs];
-  const float* dh_in = p == 0 ? s.dhn : s.pass.data();  // then dh += da_{t_prev} @ W_hh[:, tile's units]
-  for (int r = 0; r < kRows; r++)
-    for (int v = 0; v < nv; v++) dh[r][v] = load(dh_in + size_t(rows[r]) * H + j0 + v * kUnits);
-  if (p > 0) back_dot(dh, rows, s.da + size_t(t_prev) * B * 4 * H, 4 * H, s.whh + size_t(u) * 4 * H * kUnits, nv);
+  vec dh[kRows][kBackVecs];  // after the first phase: what the step passed on + da_{t_prev} @ W_hh
+  back_dh(dh, r0, B, H, u, nv, p == 0 ? s.dhn : s.pass.data(),
+          p == 0 ? nullptr : s.da + size_t(t_prev) * B * 4 * H, 4 * H, s.whh);
   for (int r = 0; r < kRows && r0 + r < B; r++) {
     const size_t b = r0 + r;
     for (int v = 0; v < nv; v++) {
-      const int j = j0 + v * kUnits;
+      const int j = (u + v) * kUnits;
       if (p == s.T) {  // the final phase: only dh0 (and dc0, already in the carry)
         store(s.dh0 + b * H + j, dh[r][v]);
         store(s.dc0 + b * H + j, load(s.dc.data() + b * H + j));

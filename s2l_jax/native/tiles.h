@@ -190,10 +190,16 @@ void back_dot_n(vec (&dh)[kRows][kBackVecs], const int (&rows)[kRows], const flo
   }
 }
 
-// dh[r][v] += da[row r, :K] . w[block v] for the tile's rows and its nv unit vectors; w: the tile's first block
-// of W_hh packed (H/U, K, U), block v being W_hh[:, (u+v)U..(u+v+1)U-1].
-inline void back_dot(vec (&dh)[kRows][kBackVecs], const int (&rows)[kRows], const float* da, int K,
-                     const float* w, int nv) {
+// The tile's dh before its step: dh[r][v] = dh_in[row r0 + r, unit vector u + v], plus da[row, :K] . W_hh[:, that
+// vector] when da is given, for its rows (clamped to the batch) and nv vectors; w: W_hh packed (H/U, K, U).
+inline void back_dh(vec (&dh)[kRows][kBackVecs], int r0, int B, int H, int u, int nv, const float* dh_in,
+                    const float* da, int K, const float* w) {
+  int rows[kRows];
+  for (int r = 0; r < kRows; r++) rows[r] = std::min(r0 + r, B - 1);
+  for (int r = 0; r < kRows; r++)
+    for (int v = 0; v < nv; v++) dh[r][v] = load(dh_in + size_t(rows[r]) * H + (u + v) * kUnits);
+  if (da == nullptr) return;
+  w += size_t(u) * K * kUnits;
   switch (nv) {
     case 1: back_dot_n<1>(dh, rows, da, K, w); break;
     case 2: back_dot_n<2>(dh, rows, da, K, w); break;
