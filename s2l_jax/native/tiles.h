@@ -100,7 +100,7 @@ void run_phases(ffi::ThreadPool& pool, int phases, int tiles, const Tile& tile) 
   // Claims shrink as the phase runs out (guided scheduling): a share of what is left, so that the threads meet
   // on the shared counter a few times a phase rather than once a tile, and still finish together.
   const int64_t share = 2 * (int64_t(helpers) + 1);
-  auto work = [state, phases, tiles, share, &tile](int p) {
+  auto work = [state, tiles, share, &tile](int p) {
     for (;;) {
       int64_t c = state->claimed.load(std::memory_order_relaxed);
       int64_t base = int64_t(p) * tiles, end = base + tiles;
@@ -165,7 +165,7 @@ inline void gate_dot(vec (&acc)[kRows][4], int r0, int B, const float* bias, con
 }
 
 // Backward tiles: kRows batch rows x up to kBackVecs consecutive unit vectors, the forward tile's shape (its
-// dot over da_prev has the same register blocking; 8 rows x 1 vector loaded a weight per 8 FMAs).
+// dot over da_prev has the same register blocking: 8 rows x 1 vector loaded 9 values per 8 FMAs).
 constexpr int kBackVecs = 4;
 
 struct BackTiles {
