@@ -20,6 +20,7 @@ from jax import lax
 from s2l_jax import native_rnn
 from s2l_jax.cudnn import cudnn_lstm_scan
 from s2l_jax.gru_vjp import gru_direction, gru_direction_remat
+from s2l_jax.layers import uniform_params
 from s2l_jax.lstm_vjp import lstm_direction, lstm_direction_laid_out, lstm_direction_remat
 from s2l_jax.masks import check_lengths, lengths_in_range, sequence_mask
 from s2l_jax.rnn_vjp import rnn_direction, rnn_direction_remat
@@ -371,13 +372,6 @@ def rnn_scan(params: Params, x: jax.Array, nonlinearity: str = "tanh", **kwargs)
     return recurrent_scan(f"rnn_{nonlinearity}", params, x, **kwargs)
 
 
-def _uniform(bound: float):
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
 class _Recurrent(nn.Module):
     """Shared body of LSTM/GRU/RNN: torch's constructor options, torch's call convention."""
 
@@ -404,21 +398,19 @@ class _Recurrent(nn.Module):
 
     def _make_params(self, input_size: int) -> Params:
         gates, hidden, h_out = NUM_GATES[self.cell], self.hidden_size, self.output_features
-        init = _uniform(1.0 / math.sqrt(hidden))
         num_dirs = 2 if self.bidirectional else 1
-        params = {}
+        shapes = {}
         for layer in range(self.num_layers):
             layer_in = input_size if layer == 0 else num_dirs * h_out
             for reverse in (False, True)[:num_dirs]:
                 names = param_names(layer, reverse)
-                shapes = {"weight_ih": (gates * hidden, layer_in), "weight_hh": (gates * hidden, h_out)}
+                direction = {"weight_ih": (gates * hidden, layer_in), "weight_hh": (gates * hidden, h_out)}
                 if self.bias:
-                    shapes.update(bias_ih=(gates * hidden,), bias_hh=(gates * hidden,))
+                    direction.update(bias_ih=(gates * hidden,), bias_hh=(gates * hidden,))
                 if h_out != hidden:
-                    shapes["weight_hr"] = (h_out, hidden)
-                for k, shape in shapes.items():
-                    params[names[k]] = self.param(names[k], init, shape, self.param_dtype)
-        return params
+                    direction["weight_hr"] = (h_out, hidden)
+                shapes.update({names[k]: shape for k, shape in direction.items()})
+        return uniform_params(self, shapes, 1.0 / math.sqrt(hidden), self.param_dtype)
 
     def _state_shapes(self, batch: int | None) -> list[tuple]:
         lead = (self.num_layers * (2 if self.bidirectional else 1),)

@@ -35,7 +35,8 @@ def test_packed_weights_run_jax_reference_lstm_like_torch(bidirectional):
     params = variables["params"]
     x = torch.randn(3, 5, 4)
     out, (h_n, c_n) = tm(x)
-    y, h, c = _reference_lstm(params, jnp.asarray(x.numpy()), [5, 5, 5], layers, bidirectional)
+    # jitted: run eagerly, each op of the reference compiles on its own (~10 s a case)
+    y, h, c = jax.jit(lambda p, x_: _reference_lstm(p, x_, [5, 5, 5], layers, bidirectional))(params, x.numpy())
     close(y, out.detach().numpy(), 1e-5)
     close(h, h_n.detach().numpy(), 1e-5)
     close(c, c_n.detach().numpy(), 1e-5)
@@ -49,8 +50,8 @@ def test_packed_weights_run_jax_reference_lstm_like_torch(bidirectional):
     ours = lambda p: lstm_scan(p, xj, num_layers=layers, bidirectional=bidirectional,  # noqa: E731
                                lengths=jnp.asarray(lengths))[0]
     ref = lambda p: _reference_lstm(p, xj, lengths, layers, bidirectional)[0]  # noqa: E731
-    close(ref(params), ours(params), 1e-5)
-    g_ref, g_ours = jax.grad(loss(ref))(params), jax.grad(loss(ours))(params)
+    close(jax.jit(ref)(params), jax.jit(ours)(params), 1e-5)
+    g_ref, g_ours = jax.jit(jax.grad(loss(ref)))(params), jax.jit(jax.grad(loss(ours)))(params)
     assert g_ref.keys() == g_ours.keys()
     for k in g_ours:
         close(g_ref[k], g_ours[k], 1e-5, relative_to_scale=True)

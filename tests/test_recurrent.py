@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from grids import banded
 
 from s2l_jax import GRU, LSTM, RNN, ScanOptions
 from s2l_jax.recurrent import make_encoder
@@ -20,8 +21,10 @@ LAYOUTS = [ScanOptions(), ScanOptions(input_projection="hoisted"), ScanOptions(f
            ScanOptions(input_projection="per_step", remat=True, custom_vjp=False)]
 
 
-@pytest.mark.parametrize("options", LAYOUTS)
-@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)])
+CELLS_AND_PROJ = [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)]
+
+
+@pytest.mark.parametrize("cell,proj,options", banded(CELLS_AND_PROJ, LAYOUTS, every=3))
 def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
     with jax.enable_x64(True):
         module = make_encoder(cell, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=proj,
@@ -39,11 +42,13 @@ def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
             np.testing.assert_allclose(state[1], ref_c, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("layout", [dict(input_projection="per_step"), dict(input_projection="hoisted"),
-                                    dict(input_projection="chunked", chunk=4, fuse_directions=True),
-                                    dict(input_projection="per_step", chunk=4, remat=True),
-                                    dict(input_projection="chunked", chunk=2, remat=True, fuse_directions=True)])
-@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)])
+BACKWARD_LAYOUTS = [dict(input_projection="per_step"), dict(input_projection="hoisted"),
+                    dict(input_projection="chunked", chunk=4, fuse_directions=True),
+                    dict(input_projection="per_step", chunk=4, remat=True),
+                    dict(input_projection="chunked", chunk=2, remat=True, fuse_directions=True)]
+
+
+@pytest.mark.parametrize("cell,proj,layout", banded(CELLS_AND_PROJ, BACKWARD_LAYOUTS, every=3))
 def test_hand_written_backward_equals_autodiff_of_the_scan(cell, proj, layout):
     with jax.enable_x64(True):
         fast = ScanOptions(custom_vjp=True, **layout)
@@ -79,11 +84,12 @@ def test_forward_mode_without_the_hand_written_backward_agrees_with_it(cell):
         tangent = jax.tree.map(lambda a: jnp.cos(a * 7.0), params)
         u = jax.random.normal(jax.random.key(2), (2, 5, 8), jnp.float64)
         forward = module.clone(options=ScanOptions(custom_vjp=False))
-        _, jvp = jax.jvp(lambda p: forward.apply({"params": p}, x, lengths=lengths)[0], (params,), (tangent,))
+        _, jvp = jax.jit(lambda p, t: jax.jvp(lambda q: forward.apply({"params": q}, x, lengths=lengths)[0], (p,),
+                                              (t,)))(params, tangent)
         with pytest.raises(TypeError, match="custom_vjp"):
             jax.jvp(lambda p: module.apply({"params": p}, x, lengths=lengths)[0], (params,), (tangent,))
-        _, pullback = jax.vjp(lambda p: module.apply({"params": p}, x, lengths=lengths)[0], params)
-        (grads,) = pullback(u)
+        grads = jax.jit(lambda p: jax.vjp(lambda q: module.apply({"params": q}, x, lengths=lengths)[0], p)[1](u)[0])(
+            params)
         dot = sum(jnp.vdot(g, t) for g, t in zip(jax.tree.leaves(grads), jax.tree.leaves(tangent), strict=True))
         np.testing.assert_allclose(dot, jnp.vdot(u, jvp), rtol=1e-12)
 
@@ -94,11 +100,12 @@ def test_extra_padding_changes_nothing(module):
     x = jax.random.normal(jax.random.key(0), (2, 4, 3))
     lengths = jnp.array([4, 2])
     variables = module.init(jax.random.key(1), x)
-    out, state = module.apply(variables, x, lengths=lengths)
+    apply = jax.jit(module.apply)  # eager, each op would compile on its own
+    out, state = apply(variables, x, lengths=lengths)
     garbage = jax.random.normal(jax.random.key(2), (2, 5, 3)) * 100
     padded = jnp.concatenate([x, garbage], axis=1)
     padded = padded.at[1, 2:4].set(garbage[1, :2])  # overwrite the short sequence's padding too
-    out_p, state_p = module.apply(variables, padded, lengths=lengths)
+    out_p, state_p = apply(variables, padded, lengths=lengths)
     np.testing.assert_array_equal(out_p[:, :4], out)
     np.testing.assert_array_equal(out_p[:, 4:], 0.0)
     np.testing.assert_array_equal(out[1, 2:], 0.0)
@@ -172,3 +179,21 @@ def test_wrong_rank_and_state_shapes_are_refused(lstm_and_vars):
         RNN(3, nonlinearity="sigmoid").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="proj_size"):
         LSTM(3, proj_size=3).init(jax.random.key(0), x)
+
+
+def test_init_draws_every_weight_within_torchs_bound_from_one_random_call():
+    """torch's U(-1/sqrt(hidden), 1/sqrt(hidden)) for every weight, cut from one draw per module: each threefry
+    call costs XLA:CPU ~0.4 s of compile, so per-weight draws made a stacked LSTM's init compile seconds long."""
+    module = LSTM(6, num_layers=2, bidirectional=True, batch_first=True, proj_size=2)
+    x = jnp.ones((2, 3, 4))
+    jaxpr = str(jax.make_jaxpr(module.init)(jax.random.key(0), x))
+    assert jaxpr.count("random_bits[") == 1, jaxpr.count("random_bits[")
+    params = jax.jit(module.init)(jax.random.key(0), x)["params"]
+    bound = 1 / np.sqrt(6)
+    assert len(params) == 20
+    for name, w in params.items():
+        assert np.abs(w).max() <= bound and np.ptp(w) > bound, name  # within the bound, and spread over it
+    values = np.concatenate([np.ravel(w) for w in params.values()])
+    assert len(np.unique(values)) == values.size  # no two weights share a slice of the draw
+    again = jax.jit(module.init)(jax.random.key(0), x)["params"]
+    assert all(np.array_equal(params[k], again[k]) for k in params)

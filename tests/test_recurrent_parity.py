@@ -5,6 +5,7 @@ import itertools
 import jax
 import pytest
 import torch
+from grids import banded
 from oracle import compare_recurrent
 
 from s2l_jax import CELLS, ScanOptions
@@ -12,18 +13,17 @@ from s2l_jax import CELLS, ScanOptions
 LENGTHS = [5, 2, 4]  # unsorted, one full, one short: exercises pack_padded_sequence(enforce_sorted=False)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("layers", [1, 2, 3])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,layers,bidirectional",
+                         banded(CELLS, list(itertools.product([1, 2, 3], [False, True])), every=2))
 def test_matches_torch_with_lengths_and_initial_state(cell, layers, bidirectional):
     compare_recurrent(cell, layers=layers, bidirectional=bidirectional, lengths=LENGTHS, with_state=True)
 
 
 @pytest.mark.parametrize(
-    "bias,batch_first,lengths,with_state",
-    list(itertools.product([True, False], [True, False], [None, LENGTHS], [False, True])),
+    "cell,bias,batch_first,lengths,with_state",
+    banded(["lstm", "gru"], list(itertools.product([True, False], [True, False], [None, LENGTHS], [False, True])),
+           every=2),
 )
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_matches_torch_over_options(cell, bias, batch_first, lengths, with_state):
     compare_recurrent(cell, layers=2, bidirectional=True, bias=bias, batch_first=batch_first, lengths=lengths,
                       with_state=with_state)
@@ -50,8 +50,8 @@ def test_float64_agrees_to_1e10(cell):
 
 
 @pytest.mark.parametrize(
-    "options",
-    [ScanOptions(input_projection="hoisted"), ScanOptions(fuse_directions=True, unroll=3),
+    "cell,options",
+    banded(["lstm", "gru"], [ScanOptions(input_projection="hoisted"), ScanOptions(fuse_directions=True, unroll=3),
      ScanOptions(tanh_sigmoid=False, input_projection="hoisted", fuse_directions=True),
      ScanOptions(input_projection="per_step", fold_half=False, custom_vjp=False),
      ScanOptions(input_projection="chunked", chunk=2, custom_vjp=False),
@@ -59,9 +59,8 @@ def test_float64_agrees_to_1e10(cell):
      ScanOptions(input_projection="per_step", custom_vjp=True),
      ScanOptions(input_projection="hoisted", custom_vjp=True, tanh_sigmoid=False),
      ScanOptions(input_projection="chunked", chunk=2, remat=True),
-     ScanOptions(input_projection="per_step", remat=True, custom_vjp=False)],
+     ScanOptions(input_projection="per_step", remat=True, custom_vjp=False)], every=2),
 )
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_scan_layouts_match_torch(cell, options):
     compare_recurrent(cell, layers=2, bidirectional=True, lengths=LENGTHS, with_state=True, options=options)
 

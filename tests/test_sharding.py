@@ -11,7 +11,7 @@ import pytest
 
 from s2l_jax.sharding import use_cpu_devices
 
-SCRIPT = r"""
+SETUP = r"""
 import dataclasses
 import jax, jax.numpy as jnp, numpy as np
 assert jax.device_count() == 8, jax.devices()
@@ -23,6 +23,9 @@ from test_train import tiny_cfg, tiny_text
 
 data = tiny_text(32)
 cfg = TrainConfig(epochs=4, batch_size=8, learning_rate=1e-2, warmup_steps=2)
+"""
+
+SCRIPT = SETUP + r"""
 one = fit(tiny_cfg("attention"), cfg, data, data, log=lambda s: None, mesh=data_mesh(jax.devices()[:1]))
 eight = fit(tiny_cfg("attention"), cfg, data, data, log=lambda s: None)  # default: all 8 devices
 leaf = jax.tree.leaves(eight.params)[0]
@@ -31,39 +34,19 @@ worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
             for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)))
 assert worst < 1e-5, worst
 assert [h["accuracy"] for h in one.history] == [h["accuracy"] for h in eight.history]
-y = np.stack([data.labels, data.lengths >= 4], 1).astype(np.float32)
-multi = Dataset(data.inputs, data.lengths, y, ("first", "long"))
-worst_multi = {}
-for precision in ("float32", "bfloat16"):
-    ml = dataclasses.replace(cfg, epochs=2, precision=precision)
-    a, b = (fit(tiny_cfg().replace(num_classes=2), ml, multi, multi, log=lambda s: None, mesh=m).params
-            for m in (data_mesh(jax.devices()[:1]), None))
-    worst_multi[precision] = max(float(np.max(np.abs(np.asarray(p) - np.asarray(q))))
-                                 for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-# bfloat16 matmuls round differently for 8 rows than for 1 per device (plain jit: 5.5e-4 here as well)
-assert worst_multi["float32"] < 1e-5 and worst_multi["bfloat16"] < 1e-2, worst_multi
 def draw_terms(p, rng, batch):  # one row per device: its loss is a uniform draw from that device's key
     return jnp.sum(jax.random.uniform(rng, batch[0].shape)) * p, jnp.float32(batch[0].shape[0])
 loss, grad = jax.jit(data_parallel_grad(draw_terms, data_mesh()))(jnp.float32(1), jax.random.key(3), (np.ones(8),))
 draws = [jax.random.uniform(jax.random.fold_in(jax.random.key(3), d), (1,))[0] for d in range(8)]
 assert len(set(map(float, draws))) == 8 and np.isclose(float(loss), np.mean(draws)), (float(loss), draws)
 assert np.isclose(float(grad), float(loss))  # d(loss)/dp: the same mean
-drop = dataclasses.replace(tiny_cfg("attention"), dropout=0.5, num_layers=2, rnn_dropout=0.5)
-runs = [fit(drop, dataclasses.replace(cfg, epochs=1), data, data, log=lambda s: None).params for _ in range(2)]
-assert all(np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, runs))), "dropout per device not repeatable"
-assert all(np.isfinite(a).all() for a in jax.tree.leaves(runs[0]))
 try:
     fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=6), data, data, log=lambda s: None)
     raise SystemExit("a batch of 6 over 8 devices was not refused")
 except ValueError as e:
     assert "batch size 6 does not split over 8 devices" in str(e), e
 from jax.sharding import Mesh
-grid = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))  # a user's 2-D mesh: 4-way data split
 short = dataclasses.replace(cfg, epochs=1, batch_size=4)
-a, b = (fit(tiny_cfg(), short, data, data, log=lambda s: None, mesh=m).params
-        for m in (data_mesh(jax.devices()[:1]), grid))
-worst_grid = max(float(np.max(np.abs(np.asarray(p) - np.asarray(q)))) for p, q in zip(*map(jax.tree.leaves, (a, b))))
-assert worst_grid < 1e-5, worst_grid
 try:
     fit(tiny_cfg(), short, data, data, log=lambda s: None, mesh=Mesh(np.array(jax.devices()), ("batch",)))
     raise SystemExit("a mesh without a 'data' axis was not refused")
@@ -77,7 +60,33 @@ split = Predictor(model, {"params": eight.params})(*shard_batch((x, lengths), da
 assert len(split.sharding.device_set) == 8, split.sharding
 whole = Predictor(model, {"params": jax.device_get(eight.params)})(x, lengths)
 assert np.abs(np.asarray(split) - np.asarray(whole)).max() < 1e-5
-print("max param difference", worst, "multi-label", worst_multi)
+print("max param difference", worst)
+"""
+
+EXTENDED_SCRIPT = SETUP + r"""
+y = np.stack([data.labels, data.lengths >= 4], 1).astype(np.float32)
+multi = Dataset(data.inputs, data.lengths, y, ("first", "long"))
+worst_multi = {}
+for precision in ("float32", "bfloat16"):
+    ml = dataclasses.replace(cfg, epochs=2, precision=precision)
+    a, b = (fit(tiny_cfg().replace(num_classes=2), ml, multi, multi, log=lambda s: None, mesh=m).params
+            for m in (data_mesh(jax.devices()[:1]), None))
+    worst_multi[precision] = max(float(np.max(np.abs(np.asarray(p) - np.asarray(q))))
+                                 for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+# bfloat16 matmuls round differently for 8 rows than for 1 per device (plain jit: 5.5e-4 here as well)
+assert worst_multi["float32"] < 1e-5 and worst_multi["bfloat16"] < 1e-2, worst_multi
+drop = dataclasses.replace(tiny_cfg("attention"), dropout=0.5, num_layers=2, rnn_dropout=0.5)
+runs = [fit(drop, dataclasses.replace(cfg, epochs=1), data, data, log=lambda s: None).params for _ in range(2)]
+assert all(np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, runs))), "dropout per device not repeatable"
+assert all(np.isfinite(a).all() for a in jax.tree.leaves(runs[0]))
+from jax.sharding import Mesh
+grid = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))  # a user's 2-D mesh: 4-way data split
+short = dataclasses.replace(cfg, epochs=1, batch_size=4)
+a, b = (fit(tiny_cfg(), short, data, data, log=lambda s: None, mesh=m).params
+        for m in (data_mesh(jax.devices()[:1]), grid))
+worst_grid = max(float(np.max(np.abs(np.asarray(p) - np.asarray(q)))) for p, q in zip(*map(jax.tree.leaves, (a, b))))
+assert worst_grid < 1e-5, worst_grid
+print("multi-label", worst_multi, "2-D mesh", worst_grid)
 """
 
 
@@ -112,6 +121,7 @@ remat = sys.argv[1] == "remat"  # 3 recomputed chunks of 2 steps
 options = ScanOptions(custom_vjp=sys.argv[1] != "autodiff", remat=remat, chunk=2 if remat else 16)
 cases = [("last", "lstm", 0), ("mean", "lstm", 0), ("attention", "lstm", 0), ("mean", "lstm", 4), ("mean", "gru", 0),
          ("last", "rnn_tanh", 0)]
+cases = cases if sys.argv[2] == "all" else cases[2:5]  # each case compiles twice, ~5 s
 for pooling, cell, proj in cases:
     model = SequenceClassifier(dataclasses.replace(tiny_cfg(pooling), cell=cell, proj_size=proj), options=options)
     params = model.init(jax.random.key(0), data.inputs[:1], lengths=data.lengths[:1])["params"]
@@ -153,15 +163,27 @@ def test_training_sharded_over_8_devices_equals_one_device_and_refuses_unsplitta
     print(out)
 
 
+@pytest.mark.slow  # ~60 s on 2 cores: each fit compiles for 8 devices
+def test_multi_label_dropout_and_a_2d_mesh_train_over_8_devices_as_on_one():
+    assert "2-D mesh" in _run_on_fake_devices(EXTENDED_SCRIPT, 8)
+
+
 def test_data_parallel_steps_keep_the_batch_split_and_all_reduce_gradients_once_per_step():
-    out = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "custom")
+    out = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "custom", "some")
+    assert "no gathers" in out and "all-reduce in the time loop" not in out, out
+
+
+@pytest.mark.slow  # ~60 s
+def test_every_pooling_and_cell_keeps_the_batch_split_over_devices():
+    out = _run_on_fake_devices(NO_GATHER_SCRIPT, 2, "custom", "all")
     assert "no gathers" in out and "all-reduce in the time loop" not in out, out
 
 
 @pytest.mark.slow  # ~70 s: proves the check above can fail, not the product
 def test_the_all_reduce_check_sees_per_step_all_reduces_of_autodiff_and_remat_under_plain_jit():
     with ThreadPoolExecutor(2) as pool:  # two processes, one per core
-        autodiff, remat = pool.map(lambda mode: _run_on_fake_devices(NO_GATHER_SCRIPT, 2, mode), ("autodiff", "remat"))
+        autodiff, remat = pool.map(lambda mode: _run_on_fake_devices(NO_GATHER_SCRIPT, 2, mode, "all"),
+                                  ("autodiff", "remat"))
     # The check can see a per-step all-reduce: under plain jit autodiff of the scan has one in every case.
     assert "no gathers" in autodiff and autodiff.count("all-reduce in the time loop: jit") == 6, autodiff
     assert "all-reduce in the time loop: mesh" not in autodiff, autodiff
