@@ -131,6 +131,7 @@ def test_a_corrupt_checkpoint_state_file_is_an_error_naming_it(tmp_path):
         fit(tiny_cfg(), TrainConfig(epochs=1, batch_size=8), data, data, out=tmp_path, resume=True, **QUIET)
 
 
+@pytest.mark.slow  # ~15 s; resuming itself is checked bit for bit by the tests above
 def test_resuming_without_the_best_model_file_keeps_the_best_of_the_remaining_epochs(tmp_path):
     data, cfg = tiny_text(), CFG
     fit(tiny_cfg(), cfg, data, data, out=tmp_path, **QUIET)

@@ -15,7 +15,7 @@ from oracle import compare_recurrent
 
 from s2l_jax import CELLS
 
-settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True,
+settings.register_profile("ci", max_examples=12, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])

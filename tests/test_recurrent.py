@@ -24,7 +24,7 @@ LAYOUTS = [ScanOptions(), ScanOptions(input_projection="hoisted"), ScanOptions(f
 CELLS_AND_PROJ = [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0), ("rnn_relu", 0)]
 
 
-@pytest.mark.parametrize("cell,proj,options", banded(CELLS_AND_PROJ, LAYOUTS, every=3))
+@pytest.mark.parametrize("cell,proj,options", banded(CELLS_AND_PROJ, LAYOUTS, every=5))
 def test_every_scan_layout_equals_the_plain_reference(cell, proj, options):
     with jax.enable_x64(True):
         module = make_encoder(cell, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=proj,
@@ -48,7 +48,7 @@ BACKWARD_LAYOUTS = [dict(input_projection="per_step"), dict(input_projection="ho
                     dict(input_projection="chunked", chunk=2, remat=True, fuse_directions=True)]
 
 
-@pytest.mark.parametrize("cell,proj,layout", banded(CELLS_AND_PROJ, BACKWARD_LAYOUTS, every=3))
+@pytest.mark.parametrize("cell,proj,layout", banded(CELLS_AND_PROJ, BACKWARD_LAYOUTS, every=5))
 def test_hand_written_backward_equals_autodiff_of_the_scan(cell, proj, layout):
     with jax.enable_x64(True):
         fast = ScanOptions(custom_vjp=True, **layout)

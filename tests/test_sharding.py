@@ -244,9 +244,6 @@ def test_cpu_devices_flag_splits_training_and_prediction_over_cores(tmp_path):
                  "--cpu-devices", "2")
     assert train.returncode == 0, train.stderr[-2000:]
     assert "each batch of 8 split over 2 cpu devices" in train.stdout
-    split, single = (_s2l("predict", str(out), "--data", str(f), *extra) for extra in (["--cpu-devices", "2"], []))
-    assert split.returncode == 0 and single.returncode == 0, split.stderr[-2000:] + single.stderr[-2000:]
-    assert split.stdout == single.stdout and len(split.stdout.split()) == 20
     # 1000 batches: with all of them in flight at once, XLA:CPU's all-reduce rendezvous deadlocked (aborted at 40 s)
     g = tmp_path / "many.csv"
     g.write_text("text\n" + "".join(" ".join(["good fine" if i % 3 else "bad awful"] * (1 + i % 16)) + "\n"

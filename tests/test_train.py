@@ -49,6 +49,7 @@ def test_bfloat16_compute_learns_and_keeps_float32_params_and_optimizer_state():
     assert {a.dtype for a in jax.tree.leaves(result.params)} == {np.dtype(np.float32)}
 
 
+@pytest.mark.slow  # ~20 s; the resume tests compare runs bit for bit as well
 def test_same_seed_twice_gives_bit_identical_params():
     data = tiny_text()
     cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, warmup_steps=2)
@@ -68,6 +69,7 @@ def test_multi_label_targets_train_with_sigmoid_bce_to_exact_match():
     assert result.history[-1]["accuracy"] == 1.0
 
 
+@pytest.mark.slow  # ~15 s: four fits
 @pytest.mark.skipif(memory_map_count() == 0, reason="counts /proc/self/maps")
 def test_repeated_fits_leave_no_compiled_executables_behind():
     """An eager model.init left ~65 memory mappings per fit in JAX's caches: a sweep of ~1000 fits in one process
@@ -186,7 +188,7 @@ def test_predict_batches_rows_by_length_and_returns_them_in_dataset_order():
     eval_step = make_steps(model, optax.identity())[1]
     whole_loss, whole_pred, whole_probs = eval_step(params, data.inputs, data.lengths, data.labels,
                                                     np.ones(len(data), np.float32))
-    assert len(set(np.asarray(whole_pred).tolist())) > 1  # a wrong row order would show
+    assert len(np.unique(np.asarray(whole_probs)[:, 0])) > len(data) // 2  # a wrong row order would show
     for batch_size in (4, None):
         loss, pred = predict(eval_step, params, data, batch_size)
         np.testing.assert_array_equal(pred, whole_pred)

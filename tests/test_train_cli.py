@@ -165,6 +165,7 @@ def test_ts_series_train_evaluate_and_predict_without_an_embedding(tmp_path, cap
     assert capsys.readouterr().out.split() == ["up", "down"] * 12
 
 
+@pytest.mark.slow  # ~35 s; remat against no remat per layout: test_recurrent, test_native_rnn
 def test_cell_layers_and_remat_flags_train_a_stacked_gru_and_remat_changes_nothing(tmp_path):
     f = tmp_path / "train.ts"
     write_ts(f, lengths=(20, 40))  # padded to 32 or 64 steps: 2-4 recomputed chunks of 16
@@ -258,6 +259,7 @@ def test_init_from_fine_tunes_a_run_on_new_data_with_its_vocabulary_and_labels(t
     assert f"{tmp_path / 'a'} was started without --init-from: resume it without" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~22 s: three training runs
 def test_a_fine_tune_resumes_from_its_own_directory_once_the_run_it_started_from_is_gone(tmp_path):
     """The checkpoint holds the weights, the config and the vocabulary: resuming reads nothing of --init-from."""
     import shutil

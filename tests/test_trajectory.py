@@ -109,6 +109,7 @@ def test_frozen_parameters_stay_put_on_both_sides():
     assert len(frozen) == 3 and all(e.max_abs == 0 for e in frozen)
 
 
+@pytest.mark.slow  # ~12 s; bfloat16 training: test_train
 def test_bfloat16_models_train_within_the_bfloat16_tolerance():
     tm = TorchSequenceClassifier(CONFIG).to(torch.bfloat16)
     fm, variables = from_torch(tm, pooling="max")
