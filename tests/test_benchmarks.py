@@ -49,6 +49,7 @@ def test_run_writes_results_and_hands_workers_the_huge_pages_setting(tmp_path):
     assert (tmp_path / "smoke.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # ~26 s: three frameworks' processes; the LSTM grid's run is checked above
 def test_gru_grid_runs_for_every_framework_kind_and_unknown_cells_are_refused(tmp_path):
     assert Case.parse("large/mean/train/gru") == Case("mean", "large", "train", "gru")
     assert len(grid(cells=("lstm", "gru"))) == 24 and Case.parse("seed/last/infer").cell == "lstm"
