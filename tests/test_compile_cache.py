@@ -10,12 +10,16 @@ from s2l_jax.compile_cache import cache_dir
 from s2l_jax.weights import read_safetensors
 
 
-def s2l(args, env_extra, tmp_path):
-    """Run `s2l` in a fresh process (the cache is set up once per process) with HOME and XDG_CACHE_HOME in tmp."""
+def fresh_env(env_extra, tmp_path):
+    """A fresh process's environment (the cache is set up once per process), HOME and XDG_CACHE_HOME in tmp."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("S2L_", "JAX_COMPILATION_CACHE"))}
-    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"), **env_extra)
-    done = subprocess.run([sys.executable, "-m", "s2l_jax", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return {**env, "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg"), **env_extra}
+
+
+def s2l(args, env_extra, tmp_path):
+    """Run `s2l` in a fresh process."""
+    done = subprocess.run([sys.executable, "-m", "s2l_jax", *args], env=fresh_env(env_extra, tmp_path),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -47,9 +51,8 @@ def test_second_run_loads_every_executable_from_the_cache_and_trains_identically
 def compile_once(env_extra, tmp_path):
     """What `s2l` does at start-up, then one compile, in a fresh process (~3 s; a whole `s2l train`: ~11 s)."""
     script = "import jax; from s2l_jax.compile_cache import enable_compile_cache as e; e(); jax.jit(abs)(-1.0)"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S2L_", "JAX_COMPILATION_CACHE"))}
-    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"), **env_extra)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], env=fresh_env(env_extra, tmp_path), capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0 and "warning" not in done.stderr.lower(), done.stderr
 
 

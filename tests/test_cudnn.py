@@ -35,7 +35,7 @@ def test_packed_weights_run_jax_reference_lstm_like_torch(bidirectional):
     params = variables["params"]
     x = torch.randn(3, 5, 4)
     out, (h_n, c_n) = tm(x)
-    # jitted: run eagerly, each op of the reference compiles on its own (~10 s a case)
+    # jitted: run eagerly, each of the reference's ops would compile on its own (~10 s a case)
     y, h, c = jax.jit(lambda p, x_: _reference_lstm(p, x_, [5, 5, 5], layers, bidirectional))(params, x.numpy())
     close(y, out.detach().numpy(), 1e-5)
     close(h, h_n.detach().numpy(), 1e-5)
