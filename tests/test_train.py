@@ -49,7 +49,7 @@ def test_bfloat16_compute_learns_and_keeps_float32_params_and_optimizer_state():
     assert {a.dtype for a in jax.tree.leaves(result.params)} == {np.dtype(np.float32)}
 
 
-@pytest.mark.slow  # ~20 s; the resume tests compare runs bit for bit as well
+@pytest.mark.slow  # ~20 s; kill/resume and checkpoint tests compare whole runs bit for bit (without dropout)
 def test_same_seed_twice_gives_bit_identical_params():
     data = tiny_text()
     cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, warmup_steps=2)
