@@ -20,6 +20,7 @@ FLAG_SETS = {
     "no_eigen_threads": "--xla_cpu_multi_thread_eigen=false",
     "ynn_dots_only": "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
     "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",
+    "legacy_emitters": "--xla_cpu_use_fusion_emitters=false",
 }
 
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.device, args.timeout = "cpu", 600.0
     sets = args.sets.split(",")
     meds: dict[str, dict[str, list[float]]] = {c: {s: [] for s in sets} for c in args.cases.split(",")}
+    compile_s = {c: {s: [] for s in sets} for c in meds}
     for r in range(args.rounds):
         for case in meds:
             for s in sets[r % len(sets):] + sets[: r % len(sets)]:
@@ -42,13 +44,16 @@ def main(argv: list[str] | None = None) -> dict:
                 res = run_worker("s2l_jax", case, args)
                 if res is not None:
                     meds[case][s].append(statistics.median(res["samples_ms"]))
+                    compile_s[case][s].append(res["compile_s"])
     out = {}
     for case, row in meds.items():
         base = statistics.median(row[sets[0]]) if row[sets[0]] else float("nan")
-        out[case] = {s: {"median_ms": statistics.median(v), "speedup_vs_default": base / statistics.median(v)}
+        out[case] = {s: {"median_ms": statistics.median(v), "speedup_vs_default": base / statistics.median(v),
+                         "compile_s": statistics.median(compile_s[case][s])}
                      for s, v in row.items() if v}
         for s, v in out[case].items():
-            print(f"{case:20s} {s:18s} {v['median_ms']:9.2f} ms  x{v['speedup_vs_default']:.2f}")
+            print(f"{case:20s} {s:18s} {v['median_ms']:9.2f} ms  x{v['speedup_vs_default']:.2f}"
+                  f"  compile {v['compile_s']:.2f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"flags": FLAG_SETS, "results": out}, indent=1))
     return out
