@@ -111,11 +111,36 @@ def _warn_once(reason: str) -> None:
     warnings.warn(f"{reason}; LSTMs and GRUs run the XLA scan instead", RuntimeWarning, stacklevel=3)
 
 
-def applies(hidden: int, dtypes: set, projected: bool) -> bool:
+def applies(dtypes: set, projected: bool) -> bool:
     """Whether an LSTM or GRU direction runs on the kernels: input and weights float32 on the CPU, no proj_size,
-    the kernels built, and hidden a multiple of `units()`."""
+    the kernels built. A hidden size that is not a multiple of `units()` runs padded (`pad_direction`)."""
     return (jax.default_backend() == "cpu" and set(dtypes) == {jnp.dtype(jnp.float32)} and not projected
-            and available() and hidden % units() == 0)
+            and available())
+
+
+def padded(hidden: int) -> int:
+    """`hidden` rounded up to a multiple of `units()`, the kernels' tile width."""
+    return -(-hidden // units()) * units()
+
+
+def pad_direction(p: dict, gates: int) -> dict:
+    """One direction's torch-named params with every gate's block grown to `padded(H)` units of zero weights
+    and biases (other entries as they are). A zero unit's pre-activations are 0, so from a zero state it stays
+    exactly 0 (LSTM: c = 0.5 c + 0.5 tanh(0), h = 0.5 tanh(c); GRU: h = 0.5 tanh(0) + 0.5 h) and adds exact
+    zeros to the real units' dots; gradients flow back through the padding to the unpadded params."""
+    hidden = p["weight_hh"].shape[1]
+    extra = padded(hidden) - hidden
+    if not extra:
+        return p
+
+    def grow(a: jax.Array, recurrent: bool = False) -> jax.Array:  # (gates * H, ...) -> (gates * H', ...)
+        blocks = a.reshape(gates, hidden, *a.shape[1:])
+        widths = [(0, 0), (0, extra)] + [(0, extra if recurrent else 0)] * (a.ndim - 1)  # W_hh: its columns too
+        blocks = jnp.pad(blocks, widths)
+        return blocks.reshape(gates * (hidden + extra), *blocks.shape[2:])
+
+    grown = {k: grow(p[k]) for k in ("weight_ih", "bias_ih", "bias_hh") if k in p}
+    return {**p, **grown, "weight_hh": grow(p["weight_hh"], recurrent=True)}
 
 
 def pack_forward(w_joint: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -35,8 +35,11 @@ def lstm_layout(model: SequenceClassifier, params: Mapping) -> dict:
         for reverse in (False, True)[: 2 if cfg.bidirectional else 1]:
             names = param_names(layer, reverse)
             p = direction_params(params["encoder"], layer, reverse)
+            native = uses_native(opt, p, p["weight_hh"].dtype)
+            if native:  # laid out as `recurrent._custom` runs them: padded to the kernels' width, in tiles
+                p = native_rnn.pad_direction(p, 4)
             joint = joint_weights(direction_weights("lstm", p), opt.tanh_sigmoid)
-            if uses_native(opt, p, p["weight_hh"].dtype):
+            if native:
                 joint = native_rnn.pack_forward(*joint)
             layout[names["joint"]], layout[names["joint_bias"]] = joint
     return {"encoder": layout}

@@ -54,11 +54,11 @@ class ScanOptions:
         carries plus one chunk); without, `jax.checkpoint` per step (or per chunk when "chunked").
     cudnn: run LSTMs (float32, no proj_size, no inter-layer dropout) on the cuDNN kernel of
         `jax.experimental.rnn` (`s2l_jax.cudnn`; GPU only). The other options then do not apply.
-    native: on the CPU, run the recurrence of LSTM and GRU directions that allow it (float32, hidden a multiple
-        of 16 with AVX-512, of 8 with AVX2, no proj_size, per-step projection, tanh-form gates, custom_vjp) on the
-        kernels of `s2l_jax.native_rnn`, built with the system's C++ compiler on first use (the XLA scan where
-        they cannot be built: a warning). A program that uses them needs them registered where it runs: for
-        `jax.export`, set native=False.
+    native: on the CPU, run the recurrence of LSTM and GRU directions that allow it (float32, no proj_size,
+        per-step projection, tanh-form gates, custom_vjp) on the kernels of `s2l_jax.native_rnn`, built with the
+        system's C++ compiler on first use (the XLA scan where they cannot be built: a warning). A hidden size
+        that is not a multiple of their width (16 with AVX-512, 8 with AVX2) runs padded with zero units. A
+        program that uses them needs them registered where it runs: for `jax.export`, set native=False.
     """
 
     input_projection: str = "per_step"
@@ -196,8 +196,7 @@ def uses_native(options: ScanOptions, p: Params, dtype, chunk: int = 1, cell: st
     (`ScanOptions.native`)."""
     gates = {"lstm": 4, "gru": 3}.get(cell)
     return (gates is not None and options.native and options.custom_vjp and options.tanh_sigmoid and chunk == 1
-            and native_rnn.applies(p["weight_hh"].shape[0] // gates, {jnp.dtype(dtype), p["weight_hh"].dtype},
-                                   "weight_hr" in p))
+            and native_rnn.applies({jnp.dtype(dtype), p["weight_hh"].dtype}, "weight_hr" in p))
 
 
 def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bool, options: ScanOptions):
@@ -208,11 +207,15 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
     if options.remat:  # recompute chunks of `steps`, each projected per step or in one matmul
         chunk = min(chunk, steps)
     xp, mp = _pad_to_chunks(x, mask, steps if options.remat else chunk)
-    weights = direction_weights(cell, p)
     flag = cell == "rnn_relu" if cell.startswith("rnn") else options.tanh_sigmoid
     static = (reverse, chunk, options.unroll, flag)
+    hidden = p["weight_hh"].shape[1]  # without proj_size, H
     if cell in ("lstm", "gru"):
         static += (uses_native(options, p, x.dtype, chunk, cell),)
+        if static[4]:  # the kernels' width: zero units appended, cut off again below
+            p = native_rnn.pad_direction(p, {"lstm": 4, "gru": 3}[cell])
+            carry0 = [jnp.pad(c, ((0, 0), (0, p["weight_hh"].shape[1] - hidden))) for c in carry0]
+    weights = direction_weights(cell, p)
     direct, remat = _DIRECTIONS[cell]
     if options.remat:
         ys, carry = remat((static, steps), weights, xp, mp, tuple(carry0))
@@ -221,6 +224,8 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
         ys, carry = lstm_direction_laid_out(static, weights, (p["joint"], p["joint_bias"]), xp, mp, tuple(carry0))
     else:
         ys, carry = direct(static, weights, xp, mp, tuple(carry0))
+    if p["weight_hh"].shape[1] != hidden:  # padded for the kernels
+        return ys[:total, :, :hidden], tuple(c[:, :hidden] for c in carry)
     return ys[:total], tuple(carry)
 
 

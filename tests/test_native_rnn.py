@@ -83,9 +83,35 @@ def test_a_nan_input_gives_nan_outputs_not_clamped_numbers():
     assert np.isfinite(np.delete(ys, 2, axis=1)).all() and np.isfinite(ys[0]).all()
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_hidden_sizes_off_the_tile_width_run_the_kernels_padded_and_match_the_xla_scan(cell):
+    hidden = native_rnn.units() + 5  # 13 with AVX2, 21 with AVX-512: zero units pad it to two tiles
+    p, rng = _direction(hidden=hidden, size=hidden, cell=cell)  # input as wide as hidden: only W_hh's columns grow
+    x = jnp.asarray(rng.normal(size=(7, 6, hidden)), jnp.float32)
+    mask = jnp.asarray(np.arange(7)[:, None, None] < np.array([7, 1, 4, 7, 2, 5])[None, :, None])
+    carry = tuple(jnp.asarray(rng.normal(size=(6, hidden)), jnp.float32) for _ in range(2 if cell == "lstm" else 1))
+    w = jnp.asarray(rng.normal(size=(7, 6, hidden)), jnp.float32)
+
+    def loss(p, x, carry, options):
+        ys, last = scan_direction(cell, p, x, mask, carry, reverse=True, options=options)
+        return jnp.sum(ys * w) + sum(jnp.sum(s * w[i]) for i, s in enumerate(last)), (ys, last)
+
+    grad = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True), static_argnums=3)
+    assert "s2l_S2l" in grad.lower(p, x, carry, ScanOptions()).as_text()  # the kernels' custom calls
+    (_, native), g_native = grad(p, x, carry, ScanOptions())
+    (_, xla), g_xla = grad(p, x, carry, XLA)
+    for a, b in zip(jax.tree.leaves((native, g_native)), jax.tree.leaves((xla, g_xla)), strict=True):
+        assert a.shape == b.shape
+        close(a, b, 1e-5, relative_to_scale=True)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padded_kernels_match_torch_in_a_stacked_bidirectional_layer(cell):
+    compare_recurrent(cell, layers=2, bidirectional=True, hidden=native_rnn.units() + 3, input_size=5, batch=5,
+                      total=6, lengths=[6, 1, 3, 6, 2], with_state=True, options=ScanOptions())
+
+
 def test_the_xla_scan_runs_where_the_kernels_do_not_apply():
-    p, _ = _direction(hidden=native_rnn.units() + 1)
-    assert not uses_native(ScanOptions(), p, jnp.float32)  # hidden not a multiple of the build's tile width
     p, _ = _direction(hidden=16)
     assert not uses_native(ScanOptions(), p, jnp.float16)  # input not float32
     assert not uses_native(ScanOptions(), jax.tree.map(lambda a: a.astype(jnp.float16), p), jnp.float32)
@@ -119,15 +145,16 @@ def test_remat_on_the_kernels_matches_the_xla_scan(cell, reverse):
         close(a, b, 1e-5, relative_to_scale=True)
 
 
-@pytest.mark.parametrize("fuse", [False, True])
-def test_predictor_packs_the_weights_once_and_matches_apply_bit_for_bit_and_torch(fuse):
-    config = ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=16, num_classes=3, pooling="attention",
+@pytest.mark.parametrize("fuse,hidden", [(False, 16), (True, 16), (False, 10)])
+def test_predictor_packs_the_weights_once_and_matches_apply_bit_for_bit_and_torch(fuse, hidden):
+    config = ClassifierConfig(vocab_size=30, embedding_dim=6, hidden_size=hidden, num_classes=3, pooling="attention",
                               bidirectional=True, num_layers=2)
     tm = TorchSequenceClassifier(config)
     model, variables = from_torch(tm, pooling=config.pooling)
     model = model.clone(options=ScanOptions(fuse_directions=fuse))
     layout = lstm_layout(model, variables["params"])["encoder"]
-    assert layout["joint_l0"].shape == (16 // native_rnn.units(), 16 + 6, 4 * native_rnn.units())  # packed
+    tiles = native_rnn.padded(hidden) // native_rnn.units()  # hidden 10: padded with zero units to a tile
+    assert layout["joint_l0"].shape == (tiles, native_rnn.padded(hidden) + 6, 4 * native_rnn.units())
     tokens = jax.random.randint(jax.random.key(1), (5, 7), 1, 30)
     lengths = jnp.array([7, 1, 4, 7, 3])
     got = Predictor(model, variables)(tokens, lengths)

@@ -65,6 +65,13 @@ def test_scan_layouts_match_torch(cell, options):
     compare_recurrent(cell, layers=2, bidirectional=True, lengths=LENGTHS, with_state=True, options=options)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_xla_scan_matches_torch_where_the_cpu_kernels_would_run(cell):
+    # GPUs, and CPUs where the kernels cannot be built, run the XLA scan; on this CPU the default takes the kernels
+    compare_recurrent(cell, layers=2, bidirectional=True, lengths=LENGTHS, with_state=True,
+                      options=ScanOptions(native=False))
+
+
 def test_single_step_and_single_sequence_match_torch():
     compare_recurrent("lstm", layers=2, bidirectional=True, batch=1, total=1, lengths=[1], with_state=True)
     compare_recurrent("gru", bidirectional=True, batch=2, total=3, hidden=1, lengths=[1, 3])
