@@ -194,8 +194,7 @@ def direction_weights(cell: str, p: Params) -> tuple:
 def uses_native(options: ScanOptions, p: Params, dtype, chunk: int = 1, cell: str = "lstm") -> bool:
     """Whether an LSTM or GRU direction (params `p`, input `dtype`) runs on `native_rnn`'s kernels
     (`ScanOptions.native`)."""
-    gates = {"lstm": 4, "gru": 3}.get(cell)
-    return (gates is not None and options.native and options.custom_vjp and options.tanh_sigmoid and chunk == 1
+    return (cell in ("lstm", "gru") and options.native and options.custom_vjp and options.tanh_sigmoid and chunk == 1
             and native_rnn.applies({jnp.dtype(dtype), p["weight_hh"].dtype}, "weight_hr" in p))
 
 
