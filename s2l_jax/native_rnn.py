@@ -123,13 +123,13 @@ def padded(hidden: int) -> int:
     return -(-hidden // units()) * units()
 
 
-def pad_direction(p: dict, gates: int) -> dict:
+def pad_direction(p: dict) -> dict:
     """One direction's torch-named params with every gate's block grown to `padded(H)` units of zero weights
     and biases (other entries as they are). A zero unit's pre-activations are 0, so from a zero state it stays
     exactly 0 (LSTM: c = 0.5 c + 0.5 tanh(0), h = 0.5 tanh(c); GRU: h = 0.5 tanh(0) + 0.5 h) and adds exact
     zeros to the real units' dots; gradients flow back through the padding to the unpadded params."""
-    hidden = p["weight_hh"].shape[1]
-    extra = padded(hidden) - hidden
+    rows, hidden = p["weight_hh"].shape  # (gates * H, H): 4 gates for an LSTM, 3 for a GRU
+    gates, extra = rows // hidden, padded(hidden) - hidden
     if not extra:
         return p
 

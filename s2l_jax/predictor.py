@@ -37,7 +37,7 @@ def lstm_layout(model: SequenceClassifier, params: Mapping) -> dict:
             p = direction_params(params["encoder"], layer, reverse)
             native = uses_native(opt, p, p["weight_hh"].dtype)
             if native:  # laid out as `recurrent._custom` runs them: padded to the kernels' width, in tiles
-                p = native_rnn.pad_direction(p, 4)
+                p = native_rnn.pad_direction(p)
             joint = joint_weights(direction_weights("lstm", p), opt.tanh_sigmoid)
             if native:
                 joint = native_rnn.pack_forward(*joint)

@@ -212,7 +212,7 @@ def _custom(cell: str, p: Params, x: jax.Array, mask, carry0: tuple, reverse: bo
     if cell in ("lstm", "gru"):
         static += (uses_native(options, p, x.dtype, chunk, cell),)
         if static[4]:  # the kernels' width: zero units appended, cut off again below
-            p = native_rnn.pad_direction(p, {"lstm": 4, "gru": 3}[cell])
+            p = native_rnn.pad_direction(p)
             carry0 = [jnp.pad(c, ((0, 0), (0, p["weight_hh"].shape[1] - hidden))) for c in carry0]
     weights = direction_weights(cell, p)
     direct, remat = _DIRECTIONS[cell]
